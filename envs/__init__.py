@@ -1,0 +1,18 @@
+"""The sb3-vla environment suite, importable as ``sb3_vla.envs``.
+
+``import sb3_vla`` calls :func:`register_envs`, so ``gym.make("GarmentFold-v0")`` and rl-zoo's
+``--gym-packages sb3_vla`` work from any directory.
+"""
+
+from __future__ import annotations
+
+
+def register_envs() -> None:
+    """Register every env id of the suite with Gymnasium (idempotent)."""
+    import gymnasium as gym
+
+    def _register(env_id: str, entry_point: str, **kwargs: object) -> None:
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry_point, **kwargs)  # type: ignore[arg-type]
+
+    _ = _register  # env modules add their ids below
