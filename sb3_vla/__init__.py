@@ -1,7 +1,23 @@
 """sb3-vla: residual RL post-training of frozen Vision-Language-Action models with stock Stable-Baselines3."""
 
+from sb3_vla.env_util import make_residual_vec_env
 from sb3_vla.envs import register_envs
+from sb3_vla.extractor import VLAFeaturesExtractor
+from sb3_vla.policies import (
+    ResidualActorCriticPolicy,
+    ResidualPPOPolicy,
+    ResidualSACPolicy,
+    ResidualTD3Policy,
+    ResidualTQCPolicy,
+    ZeroResidualInitCallback,
+)
 from sb3_vla.vla import BaseModel, CallableBase, EnvScriptedBase, VLABatch, ZeroBase, make_base, register_base
+from sb3_vla.wrappers import (
+    ResidualActionWrapper,
+    VecResidualActionWrapper,
+    VecVLAObservationWrapper,
+    VLAObservationWrapper,
+)
 
 __version__ = "0.1.0"
 
@@ -11,10 +27,22 @@ __all__ = [
     "BaseModel",
     "CallableBase",
     "EnvScriptedBase",
+    "ResidualActionWrapper",
+    "ResidualActorCriticPolicy",
+    "ResidualPPOPolicy",
+    "ResidualSACPolicy",
+    "ResidualTD3Policy",
+    "ResidualTQCPolicy",
     "VLABatch",
+    "VLAFeaturesExtractor",
+    "VLAObservationWrapper",
+    "VecResidualActionWrapper",
+    "VecVLAObservationWrapper",
     "ZeroBase",
+    "ZeroResidualInitCallback",
     "__version__",
     "make_base",
+    "make_residual_vec_env",
     "register_base",
     "register_envs",
 ]

@@ -1,0 +1,98 @@
+"""One call from an env id and a base to a vectorised residual env that stock SB3 algorithms train on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+from sb3_vla.vla.base import BaseModel
+from sb3_vla.wrappers.adapters import ActionAdapterLike
+from sb3_vla.wrappers.observation import VecVLAObservationWrapper
+from sb3_vla.wrappers.residual import ResidualScale, VecResidualActionWrapper
+
+
+def make_residual_vec_env(
+    env_id: str | Callable[..., gym.Env],
+    base: BaseModel | str,
+    n_envs: int = 1,
+    residual_scale: ResidualScale = 0.1,
+    absolute_dims: Sequence[int] = (),
+    query_interval: int = 1,
+    action_adapter: ActionAdapterLike | str | None = None,
+    seed: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    vec_env_cls: type[DummyVecEnv] | type[SubprocVecEnv] | str | None = None,
+    monitor_dir: str | None = None,
+    wrapper_class: Callable[[gym.Env], gym.Env] | None = None,
+    drop_keys: Sequence[str] = (),
+    keep_base_in_obs: bool = True,
+    nonfinite: str = "raise",
+    instruction: str | None = None,
+    base_kwargs: dict[str, Any] | None = None,
+) -> VecEnv:
+    """Build ``n_envs`` copies of an env, batch the frozen base over them, and expose a residual action space.
+
+    The stack is ``make_vec_env`` (Monitor + your ``wrapper_class``) -> :class:`VecVLAObservationWrapper`
+    (one forward pass for all envs) -> :class:`VecResidualActionWrapper`. Put ``VecNormalize`` on top if needed.
+
+    :param env_id: a registered env id or an env factory.
+    :param base: a :class:`~sb3_vla.vla.BaseModel` or a spec string (``zero``, ``scripted``, ``hf:...``).
+    :param n_envs: number of envs.
+    :param residual_scale: see :class:`~sb3_vla.wrappers.ResidualActionWrapper`.
+    :param absolute_dims: action dims the policy sets directly.
+    :param query_interval: query the base every this many steps (or when its chunk runs out).
+    :param action_adapter: maps base actions into the env's action space when shapes differ.
+    :param seed: seed of the first env (env ``i`` gets ``seed + i``).
+    :param env_kwargs: keyword arguments for the env constructor.
+    :param vec_env_cls: ``DummyVecEnv`` (default), ``SubprocVecEnv``, or ``"dummy"`` / ``"subproc"``.
+    :param monitor_dir: where Monitor writes its CSV files.
+    :param wrapper_class: a per-env wrapper applied after Monitor.
+    :param drop_keys: raw observation keys hidden from the agent (the base still sees them).
+    :param keep_base_in_obs: whether the agent sees ``vla_action``.
+    :param nonfinite: ``"raise"`` or ``"zero"`` when the base returns NaN/inf.
+    :param instruction: fixed instruction for envs that give none.
+    :param base_kwargs: keyword arguments for building ``base`` from a spec string.
+    :return: the vectorised residual env.
+
+    Example::
+
+        from stable_baselines3 import SAC
+        from sb3_vla import VLAFeaturesExtractor, make_residual_vec_env
+
+        env = make_residual_vec_env("Pendulum-v1", base="zero", n_envs=4, residual_scale=2.0)
+        model = SAC("MultiInputPolicy", env, policy_kwargs=dict(features_extractor_class=VLAFeaturesExtractor))
+        model.learn(1_000)
+    """
+    if isinstance(env_id, str) and env_id not in gym.registry:
+        raise ValueError(
+            f"unknown env id {env_id!r}; register it with gymnasium first (import the package that registers it), "
+            f"e.g. one of: {', '.join(sorted(k for k in gym.registry if not k.startswith('ALE/'))[:12])} ..."
+        )
+    if isinstance(vec_env_cls, str):
+        vec_env_cls = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}[vec_env_cls]
+    venv = make_vec_env(
+        env_id,
+        n_envs=n_envs,
+        seed=seed,
+        env_kwargs=env_kwargs,
+        vec_env_cls=vec_env_cls,
+        monitor_dir=monitor_dir,
+        wrapper_class=wrapper_class,
+    )
+    venv = VecVLAObservationWrapper(
+        venv,
+        base,
+        query_interval=query_interval,
+        action_adapter=action_adapter,
+        drop_keys=drop_keys,
+        nonfinite=nonfinite,
+        instruction=instruction,
+        base_kwargs=base_kwargs,
+    )
+    return VecResidualActionWrapper(
+        venv, residual_scale=residual_scale, absolute_dims=absolute_dims, keep_base_in_obs=keep_base_in_obs
+    )

@@ -1,0 +1,155 @@
+"""Policies whose residual starts at zero, so training starts from the base policy's behaviour.
+
+Each class is the stock SB3 policy with two changes: the default features extractor is
+:class:`~sb3_vla.extractor.VLAFeaturesExtractor`, and the action head's last layer is zeroed after it is built
+(deterministic actions are exactly 0 at step 0, so the executed action equals the base action). Name them as dotted
+classes in zoo YAML (``policy: sb3_vla.policies.ResidualSACPolicy``); rl-zoo ``eval``-s ``policy_kwargs`` strings
+with only ``th``/``nn``/``np`` in scope, so it cannot name our extractor there.
+
+With a stock ``"MultiInputPolicy"``, :class:`ZeroResidualInitCallback` does the same zeroing at training start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sb3_contrib.tqc.policies import TQCPolicy
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import BasePolicy, MultiInputActorCriticPolicy
+from stable_baselines3.sac.policies import SACPolicy
+from stable_baselines3.td3.policies import TD3Policy
+from torch import nn
+
+from sb3_vla.extractor import VLAFeaturesExtractor
+
+
+def _last_linear(module: nn.Module) -> nn.Linear:
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise TypeError(f"no nn.Linear layer found in {type(module).__name__}")
+    return linears[-1]
+
+
+def zero_residual_head(policy: BasePolicy, log_std_init: float | None = None) -> None:
+    """Zero the last layer of the policy's action head (SAC/TQC ``actor.mu``, TD3 ``actor.mu``, PPO ``action_net``).
+
+    :param policy: an SB3 policy.
+    :param log_std_init: for SAC/TQC actors without gSDE, also make the state-dependent log-std start at this
+        constant (zero weights, this bias): a smaller initial exploration noise than SB3's default.
+    """
+    if hasattr(policy, "action_net"):  # on-policy ActorCriticPolicy
+        layer = _last_linear(policy.action_net)
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+        return
+    actor = getattr(policy, "actor", None)
+    if actor is None or not hasattr(actor, "mu"):
+        raise TypeError(f"cannot find an action head in {type(policy).__name__}")
+    layer = _last_linear(actor.mu)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    log_std = getattr(actor, "log_std", None)
+    if log_std_init is not None and isinstance(log_std, nn.Linear) and not getattr(actor, "use_sde", False):
+        nn.init.zeros_(log_std.weight)
+        nn.init.constant_(log_std.bias, log_std_init)
+    target = getattr(policy, "actor_target", None)
+    if target is not None:  # TD3/DDPG: the target starts as a copy of the actor
+        target.load_state_dict(actor.state_dict())
+
+
+class ResidualSACPolicy(SACPolicy):
+    """SAC policy with :class:`VLAFeaturesExtractor` by default and a zero-initialised residual head.
+
+    :param residual_log_std_init: initial log-std of the residual's exploration noise (``None``: SB3 default).
+        The other parameters are :class:`stable_baselines3.sac.policies.SACPolicy`'s.
+
+    Example::
+
+        model = SAC(ResidualSACPolicy, env)
+    """
+
+    def __init__(self, *args: Any, residual_log_std_init: float | None = -1.0, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", VLAFeaturesExtractor)
+        self.residual_log_std_init = residual_log_std_init
+        super().__init__(*args, **kwargs)
+        zero_residual_head(self, residual_log_std_init)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data["residual_log_std_init"] = self.residual_log_std_init
+        return data
+
+
+class ResidualTD3Policy(TD3Policy):
+    """TD3 policy with :class:`VLAFeaturesExtractor` by default and a zero-initialised residual head.
+
+    Example::
+
+        model = TD3(ResidualTD3Policy, env)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", VLAFeaturesExtractor)
+        super().__init__(*args, **kwargs)
+        zero_residual_head(self)
+
+
+class ResidualActorCriticPolicy(MultiInputActorCriticPolicy):
+    """PPO/A2C policy with :class:`VLAFeaturesExtractor` by default, a zero-initialised mean head, and a smaller
+    initial exploration noise (``log_std_init=-1``).
+
+    Example::
+
+        model = PPO(ResidualActorCriticPolicy, env)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", VLAFeaturesExtractor)
+        kwargs.setdefault("log_std_init", -1.0)
+        super().__init__(*args, **kwargs)
+        zero_residual_head(self)
+
+
+ResidualPPOPolicy = ResidualActorCriticPolicy
+
+
+class ResidualTQCPolicy(TQCPolicy):
+    """TQC policy (sb3-contrib) with :class:`VLAFeaturesExtractor` by default and a zero-initialised residual head.
+
+    Example::
+
+        model = TQC(ResidualTQCPolicy, env)
+    """
+
+    def __init__(self, *args: Any, residual_log_std_init: float | None = -1.0, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", VLAFeaturesExtractor)
+        self.residual_log_std_init = residual_log_std_init
+        super().__init__(*args, **kwargs)
+        zero_residual_head(self, residual_log_std_init)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data["residual_log_std_init"] = self.residual_log_std_init
+        return data
+
+
+class ZeroResidualInitCallback(BaseCallback):
+    """Zero the action head at the start of training (for stock ``"MultiInputPolicy"`` models).
+
+    :param log_std_init: see :func:`zero_residual_head`.
+
+    Example::
+
+        model.learn(10_000, callback=ZeroResidualInitCallback())
+    """
+
+    def __init__(self, log_std_init: float | None = None, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.log_std_init = log_std_init
+
+    def _on_training_start(self) -> None:
+        if self.model.num_timesteps == 0:
+            zero_residual_head(self.model.policy, self.log_std_init)
+
+    def _on_step(self) -> bool:
+        return True

@@ -1,0 +1,23 @@
+"""Gymnasium and SB3 VecEnv wrappers: base-model observation injection and residual actions."""
+
+from sb3_vla.wrappers.adapters import ActionAdapter, IndexActionAdapter, LinearActionAdapter
+from sb3_vla.wrappers.engine import ACTION_KEY, EMBEDDING_KEY, BaseModelError, BaseQueryEngine
+from sb3_vla.wrappers.observation import VecVLAObservationWrapper, VLAObservationWrapper
+from sb3_vla.wrappers.residual import ResidualActionWrapper, ResidualScaleSchedule, VecResidualActionWrapper
+from sb3_vla.wrappers.residual_math import compose_action
+
+__all__ = [
+    "ACTION_KEY",
+    "EMBEDDING_KEY",
+    "ActionAdapter",
+    "BaseModelError",
+    "BaseQueryEngine",
+    "IndexActionAdapter",
+    "LinearActionAdapter",
+    "ResidualActionWrapper",
+    "ResidualScaleSchedule",
+    "VLAObservationWrapper",
+    "VecResidualActionWrapper",
+    "VecVLAObservationWrapper",
+    "compose_action",
+]

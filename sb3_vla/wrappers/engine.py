@@ -1,0 +1,242 @@
+"""Batched base-model querying shared by the single-env and vectorised observation wrappers.
+
+The single-env wrapper is this engine with a batch of one, so both behave identically on the same seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from sb3_vla.vla.base import BaseModel, VLABatch
+from sb3_vla.wrappers.adapters import ActionAdapterLike, resolve_adapter
+
+ACTION_KEY = "vla_action"
+EMBEDDING_KEY = "vla_embedding"
+NONFINITE_MODES = ("raise", "zero")
+
+
+class BaseModelError(RuntimeError):
+    """The frozen base raised or returned non-finite values; the message names the env, step and base."""
+
+
+def as_dict_space(space: spaces.Space) -> tuple[spaces.Dict, bool]:
+    """Return ``(dict_space, wrapped)``; a non-Dict space becomes ``Dict(obs=space)``."""
+    if isinstance(space, spaces.Dict):
+        return space, False
+    return spaces.Dict({"obs": space}), True
+
+
+def sb3_compatible(space: spaces.Space) -> bool:
+    """Whether SB3's ``MultiInputPolicy`` can take this sub-space."""
+    return isinstance(space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary))
+
+
+class BaseQueryEngine:
+    """Keeps per-env chunks and decides which envs need a new base query.
+
+    :param base: the frozen base model.
+    :param observation_space: the env's Dict observation space (raw, before keys are dropped).
+    :param action_space: the env's action space.
+    :param num_envs: batch size.
+    :param query_interval: query the base every this many steps, or sooner when its chunk runs out.
+    :param action_adapter: maps base actions into the env's action space when their shapes differ.
+    :param nonfinite: ``"raise"`` (stop with :class:`BaseModelError`) or ``"zero"`` (zero that env's output for
+        the step and count the event).
+    :param env_call: ``env_call(method, env_ids) -> list`` calls ``method()`` on those envs (for bases that
+        declare ``env_query``).
+    """
+
+    def __init__(
+        self,
+        base: BaseModel,
+        observation_space: spaces.Dict,
+        action_space: spaces.Space,
+        num_envs: int,
+        query_interval: int = 1,
+        action_adapter: ActionAdapterLike | str | None = None,
+        nonfinite: str = "raise",
+        env_call: Callable[[str, list[int]], list[Any]] | None = None,
+    ) -> None:
+        if not isinstance(base, BaseModel):
+            raise TypeError(f"base must be a sb3_vla.vla.BaseModel, got {type(base).__name__}")
+        if not isinstance(action_space, spaces.Box):
+            raise TypeError(f"the env's action space must be a Box, got {action_space}")
+        if int(query_interval) < 1:
+            raise ValueError(f"query_interval must be >= 1, got {query_interval}")
+        if nonfinite not in NONFINITE_MODES:
+            raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
+        missing = [k for k in base.obs_keys if k not in observation_space.spaces]
+        if missing:
+            raise ValueError(
+                f"base {base.name} needs observation keys {missing} that the env does not provide; "
+                f"available keys: {sorted(observation_space.spaces)}. Enable them in the env (e.g. an obs_mode "
+                "with images) or choose a base that does not need them"
+            )
+        if base.action_space is None:
+            raise ValueError(
+                f"base {base.name} gives no action (embedding only); combine it with an action base, "
+                "e.g. sb3_vla.vla.backends.ComposedBase(action_base, embedding_base) or a 'zero+...' spec"
+            )
+        if base.env_query is not None and env_call is None:
+            raise ValueError(f"base {base.name} needs env.{base.env_query}() but no env access was given")
+        self.base = base
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.num_envs = int(num_envs)
+        self.query_interval = int(query_interval)
+        self.nonfinite = nonfinite
+        self.env_call = env_call
+        self.adapter = resolve_adapter(action_adapter)
+        self.env_shape = tuple(action_space.shape)
+        self.base_shape = tuple(base.action_space.shape)
+        self._check_adapter()
+        self.chunk_size = max(1, int(base.chunk_size))
+        self.embedding_dim = int(base.embedding_dim)
+        n, h = self.num_envs, self.chunk_size
+        self.chunks = np.zeros((n, h, *self.env_shape), dtype=np.float32)
+        self.chunk_pos = np.zeros(n, dtype=np.int64)
+        self.since_query = np.zeros(n, dtype=np.int64)
+        self.needs_query = np.ones(n, dtype=bool)
+        self.embeddings = np.zeros((n, self.embedding_dim), dtype=np.float32)
+        self.episode_steps = np.zeros(n, dtype=np.int64)
+        self.instructions: list[str | None] = [None] * n
+        self.num_queries = 0  # number of predict() calls
+        self.num_nonfinite = 0  # env-steps whose base output was zeroed
+
+    # ------------------------------------------------------------------ set-up checks
+    def _check_adapter(self) -> None:
+        if self.adapter is None:
+            if self.base_shape != self.env_shape:
+                raise ValueError(
+                    f"base {self.base.name} acts in shape {self.base_shape} but the env's action space has shape "
+                    f"{self.env_shape}; pass an explicit action_adapter (e.g. "
+                    "sb3_vla.wrappers.IndexActionAdapter or LinearActionAdapter) that maps one to the other"
+                )
+            return
+        probe = np.zeros((1, *self.base_shape), dtype=np.float32)
+        try:
+            out = np.asarray(self.adapter(probe))
+        except Exception as e:
+            raise ValueError(f"action_adapter failed on a base action of shape {probe.shape}: {e}") from e
+        if out.shape != (1, *self.env_shape):
+            raise ValueError(
+                f"action_adapter maps base actions of shape {self.base_shape} to {out.shape[1:]}, "
+                f"but the env's action space has shape {self.env_shape}"
+            )
+
+    # ------------------------------------------------------------------ state
+    def reset_envs(self, env_ids: Sequence[int]) -> None:
+        """Start new episodes in ``env_ids``: reset the base there and force a query."""
+        ids = list(env_ids)
+        if not ids:
+            return
+        self.base.reset(ids)
+        self.needs_query[ids] = True
+        self.episode_steps[ids] = 0
+
+    def advance(self) -> None:
+        """Move every env one step along its chunk (after an env step)."""
+        self.chunk_pos += 1
+        self.since_query += 1
+        self.episode_steps += 1
+        self.needs_query |= (self.chunk_pos >= self.chunk_size) | (self.since_query >= self.query_interval)
+
+    def set_instructions(self, env_ids: Sequence[int], infos: Sequence[dict[str, Any]]) -> None:
+        for i, info in zip(env_ids, infos):
+            instr = info.get("instruction") if isinstance(info, dict) else None
+            if isinstance(instr, str):
+                self.instructions[i] = instr
+
+    # ------------------------------------------------------------------ querying
+    def _predict(
+        self, obs: dict[str, np.ndarray], env_ids: np.ndarray, instructions: list[str | None]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Query the base on ``obs`` rows; return ``(chunks (B,H,*A_env), embeddings (B,D), bad (B,))``."""
+        keys = self.base.obs_keys or tuple(obs)
+        batch_obs = {k: obs[k] for k in keys}
+        env_outputs = None
+        if self.base.env_query is not None:
+            assert self.env_call is not None
+            env_outputs = self.env_call(self.base.env_query, env_ids.tolist())
+        batch = VLABatch(
+            obs=batch_obs,
+            instructions=None if all(s is None for s in instructions) else [s or "" for s in instructions],
+            env_ids=env_ids,
+            env_outputs=env_outputs,
+        )
+        b = len(env_ids)
+        try:
+            action, emb = self.base.predict(batch)
+        except BaseModelError:
+            raise
+        except Exception as e:
+            raise BaseModelError(
+                f"base {self.base.name} raised {type(e).__name__} at env indices {env_ids.tolist()}, "
+                f"episode steps {self.episode_steps[env_ids].tolist()}: {e}"
+            ) from e
+        self.num_queries += 1
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape == (b, *self.base_shape):
+            action = action[:, None]
+        if action.shape[0] != b or action.shape[2:] != self.base_shape or action.ndim != 2 + len(self.base_shape):
+            raise BaseModelError(
+                f"base {self.base.name} returned actions of shape {action.shape}; expected ({b}, *{self.base_shape}) "
+                f"or an action chunk ({b}, H, *{self.base_shape})"
+            )
+        if emb is None:
+            emb = np.zeros((b, self.embedding_dim), dtype=np.float32)
+        emb = np.asarray(emb, dtype=np.float32).reshape(b, -1)
+        if emb.shape[1] != self.embedding_dim:
+            raise BaseModelError(
+                f"base {self.base.name} returned embeddings of size {emb.shape[1]} but declares "
+                f"embedding_dim={self.embedding_dim}"
+            )
+        bad = ~(np.isfinite(action).reshape(b, -1).all(1) & np.isfinite(emb).all(1))
+        if bad.any():
+            if self.nonfinite == "raise":
+                rows = np.flatnonzero(bad)
+                raise BaseModelError(
+                    f"base {self.base.name} returned NaN/inf for env index {env_ids[rows].tolist()} at episode step "
+                    f"{self.episode_steps[env_ids[rows]].tolist()}; fix the model or its inputs, or pass "
+                    "nonfinite='zero' to zero its output for that step and count the event"
+                )
+            action[bad] = 0.0
+            emb[bad] = 0.0
+            self.num_nonfinite += int(bad.sum())
+        h = action.shape[1]
+        if self.adapter is not None:
+            flat = action.reshape(b * h, *self.base_shape)
+            action = np.asarray(self.adapter(flat), dtype=np.float32).reshape(b, h, *self.env_shape)
+        return action, emb, bad
+
+    def query(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Query the envs that need it; return ``(vla_action (N,*A), vla_embedding (N,D), nonfinite (N,))``."""
+        ids = np.flatnonzero(self.needs_query)
+        bad_all = np.zeros(self.num_envs, dtype=bool)
+        if len(ids):
+            sub = {k: v[ids] for k, v in obs.items()}
+            chunks, emb, bad = self._predict(sub, ids, [self.instructions[i] for i in ids])
+            h = chunks.shape[1]
+            if h != self.chunk_size:  # a base may return shorter chunks than it declares
+                self.chunk_size = h
+                self.chunks = np.zeros((self.num_envs, h, *self.env_shape), dtype=np.float32)
+            self.chunks[ids] = chunks
+            self.embeddings[ids] = emb
+            self.chunk_pos[ids] = 0
+            self.since_query[ids] = 0
+            self.needs_query[ids] = False
+            bad_all[ids] = bad
+        action = self.chunks[np.arange(self.num_envs), np.minimum(self.chunk_pos, self.chunk_size - 1)]
+        return action.copy(), self.embeddings.copy(), bad_all
+
+    def peek(self, obs: dict[str, np.ndarray], env_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Base output for terminal observations (no state change); repeats the last output for stateful bases."""
+        if self.base.stateless and self.base.env_query is None:
+            chunks, emb, _ = self._predict(obs, env_ids, [self.instructions[i] for i in env_ids])
+            return chunks[:, 0], emb
+        pos = np.minimum(self.chunk_pos[env_ids], self.chunk_size - 1)
+        return self.chunks[env_ids, pos].copy(), self.embeddings[env_ids].copy()

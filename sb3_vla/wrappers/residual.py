@@ -1,0 +1,251 @@
+"""Residual action wrappers: the agent acts in ``Box(-1, 1)`` and the env executes base + scaled residual."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+
+from sb3_vla.wrappers.engine import ACTION_KEY
+from sb3_vla.wrappers.residual_math import compose_action
+
+ResidualScale = Union[float, Sequence[float], np.ndarray, Callable[[int], Any], Mapping[str, float]]
+
+
+class ResidualScaleSchedule:
+    """Residual scale as a function of the wrapper's env-step count: ``start -> end`` linearly over ``steps``.
+
+    Usable from YAML as ``residual_scale: {start: 0.05, end: 0.3, steps: 100000}``.
+
+    :param start: scale at step 0 (scalar or per-dim).
+    :param end: scale after ``steps`` env steps.
+    :param steps: length of the ramp, in env steps of this wrapper.
+
+    Example::
+
+        schedule = ResidualScaleSchedule(0.05, 0.3, 100_000)
+        schedule(50_000)  # 0.175
+    """
+
+    def __init__(self, start: float | Sequence[float], end: float | Sequence[float], steps: int) -> None:
+        self.start = np.asarray(start, dtype=np.float64)
+        self.end = np.asarray(end, dtype=np.float64)
+        self.steps = max(1, int(steps))
+
+    def __call__(self, step: int) -> np.ndarray:
+        frac = min(1.0, max(0.0, step / self.steps))
+        return self.start + frac * (self.end - self.start)
+
+
+def _validate_scale(value: Any, action_dim: int) -> np.ndarray:
+    scale = np.asarray(value, dtype=np.float64)
+    if scale.ndim > 1 or (scale.ndim == 1 and scale.shape[0] != action_dim):
+        raise ValueError(
+            f"residual_scale must be a float or a list of {action_dim} floats (one per action dim), "
+            f"got shape {scale.shape}"
+        )
+    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        raise ValueError(
+            f"residual_scale must be > 0 and finite (got {scale.tolist()}); it is the largest correction, in env "
+            "action units, the policy can add to the base action. Use e.g. 0.1-0.3 of the action range"
+        )
+    return scale
+
+
+class _ResidualCore:
+    """Validation and composition shared by the single-env and vectorised wrappers."""
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        residual_scale: ResidualScale,
+        absolute_dims: Sequence[int],
+        base_key: str,
+    ) -> None:
+        if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
+            raise TypeError(f"residual wrappers need a 1-D Box action space, got {action_space}")
+        if not isinstance(observation_space, spaces.Dict) or base_key not in observation_space.spaces:
+            keys = sorted(observation_space.spaces) if isinstance(observation_space, spaces.Dict) else None
+            raise ValueError(
+                f"residual wrappers read the base action from observation key {base_key!r}, which is missing "
+                f"(observation keys: {keys}); wrap the env with VLAObservationWrapper / VecVLAObservationWrapper "
+                "first (add_action=True)"
+            )
+        if observation_space.spaces[base_key].shape != action_space.shape:
+            raise ValueError(
+                f"observation key {base_key!r} has shape {observation_space.spaces[base_key].shape} but the env's "
+                f"action space has shape {action_space.shape}; the base action must be mapped into the env's "
+                "action space (action_adapter)"
+            )
+        self.dim = int(action_space.shape[0])
+        self.low = action_space.low.astype(np.float64)
+        self.high = action_space.high.astype(np.float64)
+        self.absolute_dims = np.asarray(list(absolute_dims), dtype=np.int64)
+        if self.absolute_dims.size and (self.absolute_dims.min() < -self.dim or self.absolute_dims.max() >= self.dim):
+            raise ValueError(f"absolute_dims {self.absolute_dims.tolist()} out of range for {self.dim} action dims")
+        self.absolute_dims %= self.dim
+        self.base_key = base_key
+        self.num_steps = 0
+        if isinstance(residual_scale, Mapping):
+            residual_scale = ResidualScaleSchedule(**residual_scale)
+        self._schedule = residual_scale if callable(residual_scale) else None
+        self._fixed = None if self._schedule else _validate_scale(residual_scale, self.dim)
+        self.residual_scale  # validate the schedule at step 0 # noqa: B018
+
+    @property
+    def residual_scale(self) -> np.ndarray:
+        if self._schedule is None:
+            assert self._fixed is not None
+            return self._fixed
+        return _validate_scale(self._schedule(self.num_steps), self.dim)
+
+    def compose(self, base: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        residual = np.asarray(residual, dtype=np.float32)
+        if residual.shape[-1] != self.dim:
+            raise ValueError(f"residual action has shape {residual.shape}; expected last dim {self.dim}")
+        if not np.all(np.isfinite(residual)):
+            raise ValueError(f"residual action contains NaN/inf: {residual}")
+        return compose_action(base, residual, self.residual_scale, self.low, self.high, self.absolute_dims)
+
+    def agent_space(self, observation_space: spaces.Dict, keep_base_in_obs: bool) -> spaces.Dict:
+        if keep_base_in_obs:
+            return observation_space
+        return spaces.Dict({k: s for k, s in observation_space.spaces.items() if k != self.base_key})
+
+
+class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """The agent outputs a residual in ``Box(-1, 1)``; the env executes ``clip(base + residual_scale * residual)``.
+
+    The base action is read from the observation key ``vla_action`` (added by :class:`VLAObservationWrapper`).
+    Dims in ``absolute_dims`` are set by the policy alone: its ``[-1, 1]`` is mapped onto the env's bounds there
+    (GarmentFold's stage-advance signal). ``info`` gets ``base_action``, ``residual`` and ``executed_action``.
+
+    :param env: an env whose Dict observation holds ``base_key``.
+    :param residual_scale: float, per-dim list, callable ``step -> scale`` or ``{start, end, steps}`` mapping.
+    :param absolute_dims: action dims not added to the base.
+    :param base_key: observation key of the base action.
+    :param keep_base_in_obs: whether the agent sees ``vla_action``.
+
+    Example::
+
+        env = ResidualActionWrapper(VLAObservationWrapper(gym.make("Pendulum-v1"), base="zero"), residual_scale=0.5)
+        obs, info = env.reset(seed=0)
+        obs, reward, terminated, truncated, info = env.step(np.array([1.0], dtype=np.float32))
+        info["executed_action"]  # array([0.5], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        residual_scale: ResidualScale = 0.1,
+        absolute_dims: Sequence[int] = (),
+        base_key: str = ACTION_KEY,
+        keep_base_in_obs: bool = True,
+    ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(
+            self,
+            residual_scale=residual_scale,
+            absolute_dims=list(absolute_dims),
+            base_key=base_key,
+            keep_base_in_obs=keep_base_in_obs,
+        )
+        gym.Wrapper.__init__(self, env)
+        self.core = _ResidualCore(env.observation_space, env.action_space, residual_scale, absolute_dims, base_key)
+        assert isinstance(env.observation_space, spaces.Dict)
+        self.observation_space = self.core.agent_space(env.observation_space, keep_base_in_obs)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(self.core.dim,), dtype=np.float32)
+        self.keep_base_in_obs = keep_base_in_obs
+        self._base_action = np.zeros(self.core.dim, dtype=np.float32)
+
+    @property
+    def residual_scale(self) -> np.ndarray:
+        """The residual scale in force now."""
+        return self.core.residual_scale
+
+    def _agent_obs(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._base_action = np.asarray(obs[self.core.base_key], dtype=np.float32).copy()
+        if self.keep_base_in_obs:
+            return obs
+        return {k: v for k, v in obs.items() if k != self.core.base_key}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._agent_obs(obs), info
+
+    def step(self, action: np.ndarray) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        executed = self.core.compose(self._base_action, action)
+        base = self._base_action
+        obs, reward, terminated, truncated, info = self.env.step(executed)
+        self.core.num_steps += 1
+        info["base_action"] = base
+        info["residual"] = np.asarray(action, dtype=np.float32)
+        info["executed_action"] = executed
+        return self._agent_obs(obs), reward, terminated, truncated, info
+
+
+class VecResidualActionWrapper(VecEnvWrapper):
+    """Vectorised :class:`ResidualActionWrapper` (same arguments), for use over :class:`VecVLAObservationWrapper`.
+
+    Example::
+
+        venv = VecResidualActionWrapper(VecVLAObservationWrapper(make_vec_env("Pendulum-v1", 4), "zero"), 0.2)
+    """
+
+    def __init__(
+        self,
+        venv: VecEnv,
+        residual_scale: ResidualScale = 0.1,
+        absolute_dims: Sequence[int] = (),
+        base_key: str = ACTION_KEY,
+        keep_base_in_obs: bool = True,
+    ) -> None:
+        self.core = _ResidualCore(venv.observation_space, venv.action_space, residual_scale, absolute_dims, base_key)
+        assert isinstance(venv.observation_space, spaces.Dict)
+        super().__init__(
+            venv,
+            observation_space=self.core.agent_space(venv.observation_space, keep_base_in_obs),
+            action_space=spaces.Box(-1.0, 1.0, shape=(self.core.dim,), dtype=np.float32),
+        )
+        self.keep_base_in_obs = keep_base_in_obs
+        self._base_actions = np.zeros((self.num_envs, self.core.dim), dtype=np.float32)
+        self._last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def residual_scale(self) -> np.ndarray:
+        """The residual scale in force now."""
+        return self.core.residual_scale
+
+    def _agent_obs(self, obs: VecEnvObs) -> VecEnvObs:
+        assert isinstance(obs, dict)
+        self._base_actions = np.asarray(obs[self.core.base_key], dtype=np.float32).copy()
+        if self.keep_base_in_obs:
+            return obs
+        return {k: v for k, v in obs.items() if k != self.core.base_key}
+
+    def reset(self) -> VecEnvObs:
+        obs = self.venv.reset()
+        self.reset_infos = list(getattr(self.venv, "reset_infos", self.reset_infos))
+        return self._agent_obs(obs)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        residual = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, self.core.dim)
+        executed = self.core.compose(self._base_actions, residual)
+        self._last = (self._base_actions, residual, executed)
+        self.venv.step_async(executed)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self.core.num_steps += self.num_envs
+        assert self._last is not None
+        base, residual, executed = self._last
+        for i, info in enumerate(infos):
+            info["base_action"] = base[i]
+            info["residual"] = residual[i]
+            info["executed_action"] = executed[i]
+        return self._agent_obs(obs), rewards, dones, infos
