@@ -16,3 +16,9 @@ def register_envs() -> None:
             gym.register(id=env_id, entry_point=entry_point, **kwargs)  # type: ignore[arg-type]
 
     _ = _register  # env modules add their ids below
+
+    # ManiSkill3 tasks as ManiSkill-<task> (e.g. ManiSkill-PickCube-v1); mani_skill is imported when an env is made
+    from sb3_vla.envs.maniskill.tasks import TASKS as maniskill_tasks
+
+    for task in maniskill_tasks.values():
+        _register(task.env_id, "sb3_vla.envs.maniskill.env:ManiSkillEnv", kwargs={"task": task.task_id})
