@@ -1,0 +1,320 @@
+"""Atomic, pickle-free training checkpoints: model and optimiser state, replay buffer, VecNormalize statistics,
+RNG states and the resolved config.
+
+Layout of a run's ``checkpoints/`` folder::
+
+    checkpoints/
+      latest                  # name of the newest complete checkpoint (replaced atomically)
+      step_000012000/
+        params.pt             # state dicts + torch variables (loaded with torch.load(weights_only=True))
+        replay_buffer.npz     # off-policy algorithms (np.load(allow_pickle=False))
+        vecnormalize.npz      # when VecNormalize is used
+        rng.pt                # python / numpy / torch RNG states
+        meta.json             # step counters, spaces, algorithm, env id
+        config.yml            # the resolved zoo-format config
+
+A checkpoint is written into a temporary folder and renamed into place, then ``latest`` is replaced; a crash
+mid-save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.utils import get_device
+from stable_baselines3.common.vec_env import VecNormalize
+
+_BUFFER_FIELDS = ("actions", "rewards", "dones", "timeouts")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupted, or does not match the env/algorithm it is loaded into."""
+
+
+def _space_repr(space: Any) -> str:
+    return repr(space)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _buffer_arrays(buffer: ReplayBuffer | DictReplayBuffer) -> dict[str, np.ndarray]:
+    n = buffer.buffer_size if buffer.full else buffer.pos
+    out: dict[str, np.ndarray] = {"pos": np.array(buffer.pos), "full": np.array(buffer.full)}
+    for name in _BUFFER_FIELDS:
+        out[name] = getattr(buffer, name)[:n]
+    if isinstance(buffer, DictReplayBuffer):
+        for key in buffer.observations:
+            out[f"obs.{key}"] = buffer.observations[key][:n]
+            out[f"next_obs.{key}"] = buffer.next_observations[key][:n]
+    else:
+        out["obs"] = buffer.observations[:n]
+        if not buffer.optimize_memory_usage:
+            out["next_obs"] = buffer.next_observations[:n]
+    return out
+
+
+def _restore_buffer(buffer: ReplayBuffer | DictReplayBuffer, data: Any) -> None:
+    n = len(data["actions"])
+    if n > buffer.buffer_size:
+        raise CheckpointError(f"replay buffer holds {n} transitions but buffer_size is {buffer.buffer_size}")
+    for name in _BUFFER_FIELDS:
+        getattr(buffer, name)[:n] = data[name]
+    if isinstance(buffer, DictReplayBuffer):
+        for key in buffer.observations:
+            buffer.observations[key][:n] = data[f"obs.{key}"]
+            buffer.next_observations[key][:n] = data[f"next_obs.{key}"]
+    else:
+        buffer.observations[:n] = data["obs"]
+        if "next_obs" in data:
+            buffer.next_observations[:n] = data["next_obs"]
+    buffer.pos = int(data["pos"])
+    buffer.full = bool(data["full"])
+
+
+def _vecnormalize_arrays(venv: VecNormalize) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {"ret_mean": venv.ret_rms.mean, "ret_var": venv.ret_rms.var}
+    out["ret_count"] = np.array(venv.ret_rms.count)
+    rms = venv.obs_rms
+    items = rms.items() if isinstance(rms, dict) else [("", rms)]
+    for key, r in items:
+        out[f"obs_mean.{key}"] = r.mean
+        out[f"obs_var.{key}"] = r.var
+        out[f"obs_count.{key}"] = np.array(r.count)
+    return out
+
+
+def _restore_vecnormalize(venv: VecNormalize, data: Any) -> None:
+    venv.ret_rms.mean, venv.ret_rms.var = data["ret_mean"], data["ret_var"]
+    venv.ret_rms.count = float(data["ret_count"])
+    rms = venv.obs_rms
+    items = rms.items() if isinstance(rms, dict) else [("", rms)]
+    for key, r in items:
+        if f"obs_mean.{key}" not in data:
+            raise CheckpointError(f"VecNormalize statistics in the checkpoint lack observation key {key!r}")
+        r.mean, r.var, r.count = data[f"obs_mean.{key}"], data[f"obs_var.{key}"], float(data[f"obs_count.{key}"])
+
+
+def save_checkpoint(
+    model: BaseAlgorithm,
+    root: str | Path,
+    config: dict[str, Any] | None = None,
+    keep: int = 2,
+    extra_meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint of ``model`` under ``root`` atomically; keep the newest ``keep`` checkpoints.
+
+    :return: the checkpoint folder.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{model.num_timesteps:012d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{name}-"))
+    try:
+        state_dicts, variables = model._get_torch_save_params()
+        params: dict[str, Any] = {}
+        for sd_name in state_dicts:
+            params[f"sd:{sd_name}"] = _getattr(model, sd_name).state_dict()
+        for var_name in variables or []:
+            params[f"var:{var_name}"] = _getattr(model, var_name).detach().cpu()
+        th.save(params, tmp / "params.pt")
+        if isinstance(model, OffPolicyAlgorithm) and model.replay_buffer is not None:
+            np.savez(tmp / "replay_buffer.npz", **_buffer_arrays(model.replay_buffer))  # type: ignore[arg-type]
+        venv = model.get_vec_normalize_env()
+        if venv is not None:
+            np.savez(tmp / "vecnormalize.npz", **_vecnormalize_arrays(venv))  # type: ignore[arg-type]
+        th.save(
+            {
+                "python": json.dumps(random.getstate()),
+                "numpy": json.dumps(_np_state()),
+                "torch": th.get_rng_state(),
+            },
+            tmp / "rng.pt",
+        )
+        meta = {
+            "algo": type(model).__name__,
+            "num_timesteps": int(model.num_timesteps),
+            "episode_num": int(getattr(model, "_episode_num", 0)),
+            "n_updates": int(getattr(model, "_n_updates", 0)),
+            "observation_space": _space_repr(model.observation_space),
+            "action_space": _space_repr(model.action_space),
+            **(extra_meta or {}),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        if config is not None:
+            (tmp / "config.yml").write_text(yaml.safe_dump(config, sort_keys=True))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        final = root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _atomic_write_text(root / "latest", name + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _prune(root, keep)
+    return final
+
+
+def _np_state() -> list[Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+    return [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _getattr(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _prune(root: Path, keep: int) -> None:
+    for stale in root.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    done = sorted(p for p in root.glob("step_*") if p.is_dir())
+    for old in done[: max(0, len(done) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The newest complete checkpoint under ``root`` (``None`` when there is none)."""
+    root = Path(root)
+    pointer = root / "latest"
+    if pointer.is_file():
+        path = root / pointer.read_text().strip()
+        if (path / "meta.json").is_file():
+            return path
+    done = sorted(p for p in root.glob("step_*") if (p / "meta.json").is_file())
+    return done[-1] if done else None
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return json.loads((path / "meta.json").read_text())
+    except FileNotFoundError as e:
+        raise CheckpointError(f"no checkpoint at {str(path)!r} (meta.json missing)") from e
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupted (meta.json: {e})") from e
+
+
+def load_checkpoint(model: BaseAlgorithm, path: str | Path) -> dict[str, Any]:
+    """Restore a checkpoint into a freshly built ``model`` (same algorithm, env and hyperparameters).
+
+    :raises CheckpointError: when files are missing or corrupted, or spaces/algorithm differ.
+    :return: the checkpoint's metadata.
+    """
+    path = Path(path)
+    meta = read_meta(path)
+    for key, current in (
+        ("algo", type(model).__name__),
+        ("observation_space", _space_repr(model.observation_space)),
+        ("action_space", _space_repr(model.action_space)),
+    ):
+        if meta.get(key) != current:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} was made with {key} {meta.get(key)} but this run has {current}; "
+                "resume with the same env, wrappers and algorithm, or start a new run"
+            )
+    try:
+        params = th.load(path / "params.pt", map_location=get_device(model.device), weights_only=True)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} has no params.pt") from e
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupted (params.pt: {e})") from e
+    state_dicts, variables = model._get_torch_save_params()
+    for sd_name in state_dicts:
+        if f"sd:{sd_name}" not in params:
+            raise CheckpointError(f"checkpoint {str(path)!r} lacks the state of {sd_name!r}")
+        try:
+            _getattr(model, sd_name).load_state_dict(params[f"sd:{sd_name}"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"checkpoint {str(path)!r}: {sd_name} does not match this model: {e}") from e
+    for var_name in variables or []:
+        if f"var:{var_name}" in params:
+            with th.no_grad():
+                _getattr(model, var_name).copy_(params[f"var:{var_name}"])
+    if isinstance(model, OffPolicyAlgorithm) and model.replay_buffer is not None:
+        rb = path / "replay_buffer.npz"
+        if rb.is_file():
+            with np.load(rb, allow_pickle=False) as data:
+                _restore_buffer(model.replay_buffer, data)  # type: ignore[arg-type]
+    venv = model.get_vec_normalize_env()
+    if venv is not None and (path / "vecnormalize.npz").is_file():
+        with np.load(path / "vecnormalize.npz", allow_pickle=False) as data:
+            _restore_vecnormalize(venv, data)
+    if (path / "rng.pt").is_file():
+        rng = th.load(path / "rng.pt", weights_only=True)
+        random.setstate(_tuple_state(json.loads(rng["python"])))
+        kind, keys, pos, has_gauss, cached = json.loads(rng["numpy"])
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        th.set_rng_state(rng["torch"])
+    model.num_timesteps = int(meta["num_timesteps"])
+    if hasattr(model, "_episode_num"):
+        model._episode_num = int(meta.get("episode_num", 0))
+    if hasattr(model, "_n_updates"):
+        model._n_updates = int(meta.get("n_updates", 0))
+    return meta
+
+
+def _tuple_state(state: Any) -> Any:
+    return tuple(_tuple_state(s) for s in state) if isinstance(state, list) else state
+
+
+class CheckpointCallback(BaseCallback):
+    """Save a checkpoint every ``save_freq`` env steps, and when asked to stop (SIGINT/SIGTERM).
+
+    :param root: the run's ``checkpoints/`` folder.
+    :param save_freq: env steps between checkpoints (counted over all envs); <= 0 disables periodic saves.
+    :param config: the resolved config saved with each checkpoint.
+    :param keep: checkpoints to keep.
+    """
+
+    def __init__(
+        self, root: str | Path, save_freq: int, config: dict[str, Any] | None = None, keep: int = 2, verbose: int = 0
+    ) -> None:
+        super().__init__(verbose)
+        self.root = Path(root)
+        self.save_freq = int(save_freq)
+        self.config = config
+        self.keep = keep
+        self.stop_requested: int | None = None  # signal number
+        self._last_save = 0
+
+    def _init_callback(self) -> None:
+        self._last_save = self.model.num_timesteps
+
+    def save(self) -> Path:
+        path = save_checkpoint(self.model, self.root, self.config, keep=self.keep)
+        self._last_save = self.model.num_timesteps
+        if self.verbose:
+            print(f"Checkpoint saved: {path}")
+        return path
+
+    def _on_step(self) -> bool:
+        if self.stop_requested is not None:
+            self.save()
+            return False
+        if self.save_freq > 0 and self.model.num_timesteps - self._last_save >= self.save_freq:
+            self.save()
+        return True

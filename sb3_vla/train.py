@@ -1,0 +1,355 @@
+"""Train a residual policy on a frozen base with a stock SB3 algorithm.
+
+Usage::
+
+    python -m sb3_vla.train --algo sac --env GarmentFold-v0 [-n STEPS] [--conf-file zoo_configs/sac.yml]
+        [--base SPEC] [--seed S] [--device auto|cpu|cuda] [--log-folder DIR] [-params key:value ...]
+        [--resume RUN_DIR]
+
+Hyperparameters come from an rl-zoo-format YAML keyed by env id (default ``zoo_configs/<algo>.yml``); ``-params``
+and the flags override it. The run folder ``<log-folder>/<algo>/<env>_<N>/`` receives the model
+(``<env>.zip``), ``<env>/vecnormalize.pkl``, ``<env>/config.yml`` (the resolved config), ``<env>/args.yml``,
+TensorBoard logs under ``tb/``, evaluations (``evaluations.npz``, ``best_model.zip``) and ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+
+import sb3_vla  # noqa: F401 - registers the env ids
+from sb3_vla.callbacks import VLAStatsCallback
+from sb3_vla.checkpoint import CheckpointCallback, latest_checkpoint, load_checkpoint, save_checkpoint
+from sb3_vla.config import (
+    ResolvedConfig,
+    algorithms,
+    default_conf_dir,
+    import_object,
+    load_hyperparams,
+    parse_key_values,
+    resolve,
+)
+from sb3_vla.wrappers import BaseModelError, VecResidualActionWrapper, VecVLAObservationWrapper
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sb3_vla.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--algo", required=False, default="sac", choices=sorted(algorithms()), help="RL algorithm")
+    p.add_argument("--env", required=False, help="gymnasium env id (e.g. GarmentFold-v0, Pendulum-v1)")
+    p.add_argument("-n", "--n-timesteps", type=int, default=-1, help="total env steps (overrides the YAML)")
+    p.add_argument("--conf-file", default=None, help="rl-zoo-format YAML keyed by env id (default zoo_configs/<algo>.yml)")
+    p.add_argument("--base", default=None, help="frozen base spec: zero, scripted, hf:..., clip:..., module:..., sb3:...")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (policy and base)")
+    p.add_argument("-f", "--log-folder", default="logs")
+    p.add_argument("-params", "--hyperparams", nargs="+", default=None, metavar="KEY:VALUE", help="overrides")
+    p.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY:VALUE", help="env constructor kwargs")
+    p.add_argument("--vec-env", choices=["dummy", "subproc"], default="dummy")
+    p.add_argument("--eval-freq", type=int, default=10_000, help="evaluate every N env steps (<= 0: never)")
+    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--n-eval-envs", type=int, default=1)
+    p.add_argument("--save-freq", type=int, default=10_000, help="checkpoint every N env steps (<= 0: never)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    p.add_argument("--verbose", type=int, default=1)
+    p.add_argument("--optimize", "--optimize-hyperparameters", dest="optimize", action="store_true",
+                   help="tune hyperparameters with Optuna (see python -m sb3_vla.tune)")
+    p.add_argument("--n-trials", type=int, default=10)
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite file in the log folder)")
+    p.add_argument("--study-name", default=None)
+    return p
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise a clear error for an unregistered env id, with close matches."""
+    if env_id in gym.registry:
+        return
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"unknown env id {env_id!r}.{hint} Env ids must be registered with gymnasium: sb3_vla registers "
+        "GarmentFold-v0 and its adapters on import; for other packages import them first (rl-zoo: --gym-packages)."
+    )
+
+
+def _vec_cls(name: str) -> type[DummyVecEnv] | type[SubprocVecEnv]:
+    return SubprocVecEnv if name == "subproc" else DummyVecEnv
+
+
+def _per_env_wrapper(wrappers: list[tuple[str, dict[str, Any]]]) -> Any:
+    if not wrappers:
+        return None
+    classes = [(import_object(name), kwargs) for name, kwargs in wrappers]
+
+    def wrap(env: gym.Env) -> gym.Env:
+        for cls, kwargs in classes:
+            env = cls(env, **kwargs)
+        return env
+
+    return wrap
+
+
+def build_vec_env(
+    cfg: ResolvedConfig,
+    n_envs: int,
+    seed: int,
+    vec_env: str = "dummy",
+    device: str = "auto",
+    monitor_dir: str | None = None,
+    training: bool = True,
+) -> VecEnv:
+    """The env stack of a run: ``make_vec_env`` -> batched VLA wrappers -> VecNormalize (if configured)."""
+    venv: VecEnv = make_vec_env(
+        cfg.env_id,
+        n_envs=n_envs,
+        seed=seed,
+        env_kwargs=cfg.env_kwargs,
+        vec_env_cls=_vec_cls(vec_env),
+        monitor_dir=monitor_dir,
+        wrapper_class=_per_env_wrapper(cfg.other_wrappers),
+    )
+    if cfg.obs_wrapper_kwargs is not None:
+        kwargs = dict(cfg.obs_wrapper_kwargs)
+        base = kwargs.pop("base")
+        base_kwargs = dict(kwargs.pop("base_kwargs", None) or {})
+        if device != "auto":
+            base_kwargs.setdefault("device", device)
+        venv = VecVLAObservationWrapper(venv, base, base_kwargs=base_kwargs, **kwargs)
+        venv = VecResidualActionWrapper(venv, **(cfg.residual_kwargs or {}))
+    for name, kwargs in cfg.vec_env_wrappers:
+        venv = import_object(name)(venv, **kwargs)
+    if cfg.normalize is not None:
+        kwargs = dict(cfg.normalize)
+        obs_space = venv.observation_space
+        if isinstance(obs_space, gym.spaces.Dict) and "norm_obs_keys" not in kwargs:
+            # only float vectors: images are scaled by the policy, point clouds keep their geometry
+            kwargs["norm_obs_keys"] = [
+                k
+                for k, s in obs_space.spaces.items()
+                if isinstance(s, gym.spaces.Box) and s.dtype != np.uint8 and len(s.shape) == 1
+            ]
+        if not training:
+            kwargs["norm_reward"] = False
+        venv = VecNormalize(venv, training=training, **kwargs)
+    return venv
+
+
+def build_model(cfg: ResolvedConfig, env: VecEnv, seed: int, device: str, tensorboard_log: str | None) -> BaseAlgorithm:
+    algo_cls = algorithms()[cfg.algo]
+    kwargs = dict(cfg.model_kwargs)
+    noise = kwargs.pop("action_noise_spec", None)
+    if noise is not None:
+        kind, std = noise
+        n_act = env.action_space.shape[0]  # type: ignore[index]
+        cls = {"normal": NormalActionNoise, "ornstein-uhlenbeck": OrnsteinUhlenbeckActionNoise}.get(kind)
+        if cls is None:
+            raise ValueError(f"noise_type must be 'normal' or 'ornstein-uhlenbeck', got {kind!r}")
+        kwargs["action_noise"] = cls(mean=np.zeros(n_act), sigma=std * np.ones(n_act))
+    policy = cfg.policy
+    if policy is None:
+        policy = "MultiInputPolicy" if isinstance(env.observation_space, gym.spaces.Dict) else "MlpPolicy"
+    try:
+        return algo_cls(policy, env, seed=seed, device=device, tensorboard_log=tensorboard_log, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"cannot build {algo_cls.__name__} with the hyperparameters {sorted(kwargs)}: {e}") from e
+
+
+def _callbacks(cfg: ResolvedConfig) -> list[BaseCallback]:
+    return [import_object(name)(**kwargs) for name, kwargs in cfg.callbacks]
+
+
+def _run_dir(log_folder: str, algo: str, env_id: str) -> Path:
+    safe = env_id.replace("/", "-").replace(":", "-")
+    root = Path(log_folder) / algo
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"log folder {str(root)!r} is not writable ({e}); pass --log-folder DIR") from e
+    n = 1 + max([int(p.name.rsplit("_", 1)[1]) for p in root.glob(f"{safe}_*") if p.name.rsplit("_", 1)[1].isdigit()]
+                or [0])
+    path = root / f"{safe}_{n}"
+    path.mkdir()
+    return path
+
+
+def resolve_from_args(args: argparse.Namespace) -> ResolvedConfig:
+    conf = args.conf_file
+    if conf is None:
+        candidate = default_conf_dir() / f"{args.algo}.yml"
+        conf = candidate if candidate.is_file() else None
+    hyperparams, source = load_hyperparams(conf, args.env)
+    overrides = parse_key_values(args.hyperparams)
+    cfg = resolve(args.algo, args.env, hyperparams, overrides, base=args.base, n_timesteps=args.n_timesteps)
+    if args.env_kwargs:
+        cfg.env_kwargs.update(parse_key_values(args.env_kwargs))
+        cfg.saved["env_kwargs"] = dict(cfg.env_kwargs)
+    if args.verbose:
+        print(f"Hyperparameters from {source or 'SB3 defaults (no YAML entry)'}")
+    return cfg
+
+
+class _StopOnSignal:
+    """Turn SIGINT/SIGTERM into a checkpoint and a clean stop."""
+
+    def __init__(self, ckpt: CheckpointCallback) -> None:
+        self.ckpt = ckpt
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.ckpt.stop_requested is not None:  # second signal: give up at once
+            raise KeyboardInterrupt
+        self.ckpt.stop_requested = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def train(args: argparse.Namespace) -> Path:
+    """Run one training; return the run folder."""
+    resume_dir = Path(args.resume) if args.resume else None
+    if resume_dir is not None:
+        args = _args_for_resume(args, resume_dir)
+    if not args.env:
+        raise ValueError("--env is required (e.g. --env GarmentFold-v0)")
+    check_env_id(args.env)
+    cfg = resolve_from_args(args)
+    set_random_seed(args.seed)
+    run_dir = resume_dir or _run_dir(args.log_folder, args.algo, args.env)
+    params_dir = run_dir / args.env.replace("/", "-").replace(":", "-")
+    params_dir.mkdir(parents=True, exist_ok=True)
+    if resume_dir is None:
+        (params_dir / "config.yml").write_text(yaml.safe_dump(_yaml_safe(cfg.saved), sort_keys=True))
+        (params_dir / "args.yml").write_text(yaml.safe_dump(_yaml_safe(vars(args)), sort_keys=True))
+        (params_dir / "command.txt").write_text(" ".join([sys.executable, "-m", "sb3_vla.train", *sys.argv[1:]]))
+
+    env = build_vec_env(cfg, cfg.n_envs, args.seed, args.vec_env, args.device, str(run_dir / "monitor"))
+    model = build_model(cfg, env, args.seed, args.device, str(run_dir / "tb"))
+    ckpt = CheckpointCallback(run_dir / "checkpoints", args.save_freq, config=_yaml_safe(cfg.saved),
+                              verbose=args.verbose)
+    remaining = cfg.n_timesteps
+    if resume_dir is not None:
+        last = latest_checkpoint(run_dir / "checkpoints")
+        if last is None:
+            raise ValueError(f"--resume {str(resume_dir)!r}: no checkpoint under {str(run_dir / 'checkpoints')!r}")
+        meta = load_checkpoint(model, last)
+        remaining = cfg.n_timesteps - int(meta["num_timesteps"])
+        print(f"Resuming from {last} at step {meta['num_timesteps']} ({max(remaining, 0)} steps to go)")
+
+    callbacks: list[BaseCallback] = [ckpt, VLAStatsCallback(), *_callbacks(cfg)]
+    eval_env = None
+    if args.eval_freq > 0:
+        eval_env = build_vec_env(cfg, args.n_eval_envs, args.seed + 10_000, "dummy", args.device, training=False)
+        callbacks.append(
+            EvalCallback(
+                eval_env,
+                n_eval_episodes=args.eval_episodes,
+                eval_freq=max(args.eval_freq // cfg.n_envs, 1),
+                log_path=str(run_dir),
+                best_model_save_path=str(run_dir),
+                deterministic=True,
+                verbose=args.verbose,
+            )
+        )
+    t0 = time.time()
+    interrupted = False
+    try:
+        with _StopOnSignal(ckpt):
+            if remaining > 0:
+                model.learn(
+                    remaining,
+                    callback=CallbackList(callbacks),
+                    progress_bar=args.progress,
+                    reset_num_timesteps=resume_dir is None,
+                    tb_log_name="run",
+                )
+            interrupted = ckpt.stop_requested is not None
+    except BaseModelError as e:
+        path = save_checkpoint(model, run_dir / "checkpoints", _yaml_safe(cfg.saved))
+        raise BaseModelError(f"{e}\nTraining stopped at step {model.num_timesteps}; checkpoint saved to {path}. "
+                             f"Resume with: python -m sb3_vla.train --resume {run_dir}") from e
+    finally:
+        env.close()
+        if eval_env is not None:
+            eval_env.close()
+    if interrupted:
+        print(f"Stopped by signal at step {model.num_timesteps}; resume with --resume {run_dir}")
+        sys.exit(128 + int(ckpt.stop_requested or 0))
+    model.save(run_dir / params_dir.name)
+    venv = model.get_vec_normalize_env()
+    if venv is not None:
+        venv.save(str(params_dir / "vecnormalize.pkl"))
+    save_checkpoint(model, run_dir / "checkpoints", _yaml_safe(cfg.saved))
+    if args.verbose:
+        print(f"Trained {model.num_timesteps} steps in {time.time() - t0:.0f} s; saved to {run_dir}")
+    return run_dir
+
+
+def _args_for_resume(args: argparse.Namespace, run_dir: Path) -> argparse.Namespace:
+    """Reload a run's arguments; flags given now (n_timesteps) extend them."""
+    found = list(run_dir.glob("*/args.yml"))
+    if not found:
+        raise ValueError(f"--resume {str(run_dir)!r}: not a run folder (no <env>/args.yml inside)")
+    saved = yaml.safe_load(found[0].read_text())
+    merged = argparse.Namespace(**saved)
+    merged.resume = str(run_dir)
+    if args.n_timesteps > 0:
+        merged.n_timesteps = args.n_timesteps
+    merged.progress = args.progress
+    return merged
+
+
+def _yaml_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _yaml_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_yaml_safe(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    return repr(value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.optimize:
+        from sb3_vla.tune import tune_from_train_args
+
+        tune_from_train_args(args)
+        return
+    try:
+        train(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

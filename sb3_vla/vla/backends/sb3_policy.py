@@ -1,0 +1,297 @@
+"""``sb3:`` bases: a trained Stable-Baselines3 policy (a model ``.zip``) as the frozen base.
+
+A plain policy (trained on the env's own observations) gives its deterministic action. A *residual* policy
+(trained by sb3-vla on observations carrying ``vla_action`` / ``vla_embedding``) needs the base it was trained on:
+pass that as ``inner_base`` together with the residual settings used in training, and this base returns the
+composed action ``clip(inner + residual_scale * residual)``, so a new residual can be trained on top of it
+(residual on residual).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+
+from sb3_vla.vla.backends._common import existing_path, resolve_device
+from sb3_vla.vla.base import BaseModel, VLABatch
+from sb3_vla.wrappers.residual_math import compose_action
+
+ACTION_KEY = "vla_action"
+EMBEDDING_KEY = "vla_embedding"
+
+_ALGOS = {
+    "a2c": "stable_baselines3:A2C",
+    "ddpg": "stable_baselines3:DDPG",
+    "dqn": "stable_baselines3:DQN",
+    "ppo": "stable_baselines3:PPO",
+    "sac": "stable_baselines3:SAC",
+    "td3": "stable_baselines3:TD3",
+    "ars": "sb3_contrib:ARS",
+    "crossq": "sb3_contrib:CrossQ",
+    "qrdqn": "sb3_contrib:QRDQN",
+    "tqc": "sb3_contrib:TQC",
+    "trpo": "sb3_contrib:TRPO",
+}
+
+
+def _resolve_algo(algo: str | type) -> type:
+    if isinstance(algo, type):
+        return algo
+    import importlib
+
+    target = _ALGOS.get(algo.lower(), algo)
+    mod_name, sep, attr = target.partition(":") if ":" in target else target.rpartition(".")
+    if not sep:
+        raise ValueError(f"unknown algo {algo!r}; use one of {sorted(_ALGOS)} or 'package.module:Class'")
+    try:
+        return getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot import algo {algo!r} ({e})") from e
+
+
+def load_sb3_policy(
+    path: str | Path, device: th.device, algo: str | type | None = None, custom_objects: dict[str, Any] | None = None
+) -> Any:
+    """Load the policy of an SB3 model zip in eval mode.
+
+    With ``algo`` (``"sac"``, ``"ppo"``, a class ...) this is ``Algo.load(path).policy``. Without it, the policy is
+    rebuilt from the zip's saved ``policy_class``/``policy_kwargs`` and its weights loaded, which works for any
+    algorithm whose policy takes ``(observation_space, action_space, lr_schedule, **policy_kwargs)`` (all SB3 and
+    sb3-contrib ones) without knowing the algorithm.
+    """
+    if algo is not None:
+        model = _resolve_algo(algo).load(str(path), device=device, custom_objects=custom_objects)
+        policy = model.policy
+    else:
+        from stable_baselines3.common.save_util import load_from_zip_file
+
+        data, params, _ = load_from_zip_file(str(path), device=device, custom_objects=custom_objects)
+        if data is None or "policy_class" not in data or "policy" not in params:
+            raise ValueError(f"{str(path)!r} is not a Stable-Baselines3 model zip (no policy_class / policy weights)")
+        policy_class = data["policy_class"]
+        if isinstance(policy_class, dict) or not callable(policy_class):
+            raise ValueError(
+                f"{str(path)!r}: cannot rebuild the policy class (saved with other library versions?); "
+                "pass algo='sac' (or the algorithm used) to load it through the algorithm"
+            )
+        policy = policy_class(
+            data["observation_space"], data["action_space"], lambda _: 0.0, **data.get("policy_kwargs", {})
+        )
+        policy.load_state_dict(params["policy"])
+        policy.to(device)
+    policy.set_training_mode(False)
+    policy.requires_grad_(False)
+    return policy
+
+
+def _find_vec_normalize(path: Path) -> Path | None:
+    for cand in (path.parent / "vecnormalize.pkl", path.parent / path.stem / "vecnormalize.pkl"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+class SB3PolicyBase(BaseModel):
+    """A trained SB3 policy as a frozen base (deterministic actions by default).
+
+    :param path: the model ``.zip``.
+    :param inner_base: for a residual policy: the base it was trained on (a :class:`BaseModel`, or a spec string
+        built with ``inner_base_kwargs``). Its action feeds ``vla_action`` and its embedding ``vla_embedding``.
+    :param residual_scale: the residual scale used in training (scalar or per dimension; a schedule's final value).
+    :param absolute_dims: the dims the residual policy set directly in training.
+    :param action_space: the env's action space: the bounds of the composed action in residual mode (the ``sb3:``
+        factory passes the env's). Without an inner base, the policy's own action space is used.
+    :param action_adapter: maps the inner base's action into the env's action space, as in training.
+    :param vec_normalize: path of the ``VecNormalize`` statistics used in training, ``"auto"`` (a
+        ``vecnormalize.pkl`` next to the zip or in ``<zip dir>/<zip stem>/``), or ``None``. Only observation
+        normalisation is applied. The file is a pickle: load only files you trust.
+    :param algo: load through ``Algo.load`` (``"sac"``, ``"ppo"``, ...) instead of rebuilding the policy.
+    :param deterministic: deterministic actions (the mean / mode).
+    :param embedding: ``"inner"`` (the inner base's embedding, default when there is one) or ``"none"``.
+    :param observation_space: the env's observation space (checked against the policy's when given).
+    :param device: ``"auto"``, ``"cpu"``, ``"cuda"`` ...
+    :param inner_base_kwargs: keyword arguments for building ``inner_base`` from a spec string.
+
+    Example::
+
+        stage1 = SB3PolicyBase("logs/sac_stage1.zip", inner_base="scripted", residual_scale=0.2,
+                               action_space=env.action_space)
+        env = make_residual_vec_env("GarmentFold-v0", base=stage1, residual_scale=0.05)
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        inner_base: BaseModel | str | None = None,
+        residual_scale: float | Sequence[float] | None = None,
+        absolute_dims: Sequence[int] = (),
+        action_space: spaces.Box | None = None,
+        action_adapter: Callable[[np.ndarray], np.ndarray] | str | None = None,
+        vec_normalize: str | Path | None = "auto",
+        algo: str | type | None = None,
+        deterministic: bool = True,
+        embedding: str = "inner",
+        observation_space: spaces.Space | None = None,
+        device: str | th.device = "auto",
+        inner_base_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        p = existing_path(path)
+        if p is None and not str(path).endswith(".zip"):
+            p = existing_path(f"{path}.zip")
+        if p is None or not p.is_file():
+            raise ValueError(f"sb3: model file {str(path)!r} does not exist")
+        self.path = p
+        self.device = resolve_device(device)
+        self.policy = load_sb3_policy(p, self.device, algo)
+        self.deterministic = bool(deterministic)
+        self.policy_obs_space: spaces.Space = self.policy.observation_space
+        keys = (
+            tuple(self.policy_obs_space.spaces) if isinstance(self.policy_obs_space, spaces.Dict) else ("obs",)
+        )
+        residual_keys = [k for k in keys if k in (ACTION_KEY, EMBEDDING_KEY)]
+
+        if vec_normalize == "auto":
+            found = _find_vec_normalize(p)
+            vec_normalize = found
+        self.vec_normalize = None
+        if vec_normalize is not None:
+            vn_path = existing_path(vec_normalize)
+            if vn_path is None:
+                raise ValueError(f"sb3: VecNormalize statistics {str(vec_normalize)!r} do not exist")
+            with open(vn_path, "rb") as f:
+                self.vec_normalize = pickle.load(f)
+
+        if isinstance(inner_base, str):
+            from sb3_vla.vla.registry import make_base
+
+            inner_base = make_base(
+                inner_base, observation_space=observation_space, action_space=action_space, **(inner_base_kwargs or {})
+            )
+        self.inner = inner_base
+        self.adapter: Callable[[np.ndarray], np.ndarray] | None = None
+        if residual_keys and self.inner is None:
+            raise ValueError(
+                f"sb3:{p}: the policy was trained as a residual policy (observation keys {residual_keys}); pass "
+                "inner_base=<the base it was trained on> and residual_scale=<its residual scale> to replay it"
+            )
+        if self.inner is not None:
+            if not isinstance(self.inner, BaseModel):
+                raise TypeError(f"inner_base must be a BaseModel or a spec string, got {type(self.inner).__name__}")
+            if self.inner.action_space is None:
+                raise ValueError(f"inner base {self.inner.name} gives no action; a residual needs an action base")
+            if self.inner.chunk_size > 1:
+                raise ValueError(
+                    f"inner base {self.inner.name} returns action chunks (chunk_size={self.inner.chunk_size}); "
+                    "residual-on-residual replay supports single-step inner bases only"
+                )
+            if residual_scale is None:
+                raise ValueError("residual replay needs residual_scale (the value used when training the policy)")
+            if action_space is None:
+                raise ValueError("residual replay needs the env's action_space (the bounds of the composed action)")
+            if not (isinstance(self.policy.action_space, spaces.Box) and self.policy.action_space.shape == action_space.shape):
+                raise ValueError(
+                    f"sb3:{p}: the residual policy acts in {self.policy.action_space}, the env in {action_space}"
+                )
+            if action_adapter is not None:
+                from sb3_vla.wrappers.adapters import resolve_adapter
+
+                self.adapter = resolve_adapter(action_adapter)
+            self.residual_scale = np.asarray(residual_scale, dtype=np.float64)
+            if np.any(self.residual_scale <= 0):
+                raise ValueError(f"residual_scale must be > 0, got {residual_scale}")
+            self.absolute_dims = np.asarray(list(absolute_dims), dtype=np.int64)
+            self.action_space = action_space
+            self.stateless = self.inner.stateless
+            self.env_query = self.inner.env_query
+        else:
+            if not isinstance(self.policy.action_space, spaces.Box):
+                raise ValueError(f"sb3:{p}: only Box action spaces can be a base, got {self.policy.action_space}")
+            self.action_space = self.policy.action_space
+        if embedding not in ("inner", "none"):
+            raise ValueError(f"embedding must be 'inner' or 'none', got {embedding!r}")
+        self.use_inner_embedding = embedding == "inner" and self.inner is not None and self.inner.embedding_dim > 0
+        self.embedding_dim = self.inner.embedding_dim if self.use_inner_embedding and self.inner else 0
+        own = tuple(k for k in keys if k not in (ACTION_KEY, EMBEDDING_KEY))
+        inner_keys = self.inner.obs_keys if self.inner is not None else ()
+        if self.inner is not None and not inner_keys:
+            self.obs_keys = ()  # the inner base reads every key
+        else:
+            self.obs_keys = tuple(dict.fromkeys(own + tuple(inner_keys)))
+        if isinstance(observation_space, spaces.Dict):
+            missing = [k for k in own if k not in observation_space.spaces and not (k == "obs" and len(keys) == 1)]
+            if missing:
+                raise ValueError(
+                    f"sb3:{p}: the policy reads observation keys {missing} that the env does not provide "
+                    f"(env keys: {sorted(observation_space.spaces)})"
+                )
+
+    @property
+    def name(self) -> str:
+        return f"sb3:{self.path.name}"
+
+    def reset(self, env_ids: Sequence[int] | None = None) -> None:
+        if self.inner is not None:
+            self.inner.reset(env_ids)
+
+    def _policy_obs(
+        self, batch: VLABatch, inner_action: np.ndarray | None, inner_emb: np.ndarray | None
+    ) -> dict[str, np.ndarray] | np.ndarray:
+        space = self.policy_obs_space
+        if not isinstance(space, spaces.Dict):
+            if "obs" in batch.obs:
+                return batch.obs["obs"]
+            if len(batch.obs) == 1:
+                return next(iter(batch.obs.values()))
+            raise KeyError(f"{self.name}: the policy takes a Box observation; the batch has keys {sorted(batch.obs)}")
+        obs: dict[str, np.ndarray] = {}
+        for k in space.spaces:
+            if k == ACTION_KEY:
+                assert inner_action is not None
+                obs[k] = inner_action
+            elif k == EMBEDDING_KEY:
+                if inner_emb is None:
+                    raise ValueError(f"{self.name}: the policy reads {EMBEDDING_KEY!r} but the inner base gives none")
+                obs[k] = inner_emb
+            elif k in batch.obs:
+                obs[k] = batch.obs[k]
+            else:
+                raise KeyError(f"{self.name} needs the observation key {k!r}; got {sorted(batch.obs)}")
+        return obs
+
+    def predict(self, batch: VLABatch) -> tuple[np.ndarray, np.ndarray | None]:
+        inner_action = inner_emb = None
+        if self.inner is not None:
+            inner_batch = batch
+            if self.inner.obs_keys:
+                inner_batch = VLABatch(
+                    obs={k: batch.obs[k] for k in self.inner.obs_keys},
+                    instructions=batch.instructions,
+                    env_ids=batch.env_ids,
+                    env_outputs=batch.env_outputs,
+                )
+            a, inner_emb = self.inner.predict(inner_batch)
+            a = np.asarray(a, dtype=np.float32).reshape(len(batch), *self.inner.action_space.shape)
+            inner_action = np.asarray(self.adapter(a) if self.adapter is not None else a, dtype=np.float32)
+        obs = self._policy_obs(batch, inner_action, inner_emb)
+        if self.vec_normalize is not None:
+            obs = self.vec_normalize.normalize_obs(obs)
+        with th.inference_mode():
+            action, _ = self.policy.predict(obs, deterministic=self.deterministic)
+        action = np.asarray(action, dtype=np.float32).reshape(len(batch), *self.policy.action_space.shape)
+        if self.inner is None:
+            return action, None
+        assert inner_action is not None
+        composed = compose_action(
+            inner_action, action, self.residual_scale, self.action_space.low, self.action_space.high, self.absolute_dims
+        )
+        return composed, (np.asarray(inner_emb, dtype=np.float32) if self.use_inner_embedding else None)
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
