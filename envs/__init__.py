@@ -17,6 +17,9 @@ def register_envs() -> None:
 
     _ = _register  # env modules add their ids below
 
+    # Bimanual T-shirt folding on MuJoCo (>= 4.0) flex cloth; mujoco is imported when the env is made
+    _register("GarmentFold-v0", "sb3_vla.envs.garment_fold:GarmentFoldEnv", max_episode_steps=150)
+
     # ManiSkill3 tasks as ManiSkill-<task> (e.g. ManiSkill-PickCube-v1); mani_skill is imported when an env is made
     from sb3_vla.envs.maniskill.tasks import TASKS as maniskill_tasks
 

@@ -1,0 +1,15 @@
+"""GarmentFold-v0: bimanual dexterous T-shirt folding on MuJoCo (>= 4.0) flex cloth.
+
+Registered as ``GarmentFold-v0`` when ``sb3_vla`` is imported; :class:`GarmentFoldEnv` documents spaces and reward.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is first imported
+
+from sb3_vla.envs.garment_fold.env import GarmentFoldEnv
+from sb3_vla.envs.garment_fold.metrics import INSTRUCTIONS, FoldTask
+
+__all__ = ["INSTRUCTIONS", "FoldTask", "GarmentFoldEnv"]
