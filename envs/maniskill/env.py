@@ -161,11 +161,17 @@ class ManiSkillEnv(gym.Env):
             sim_backend = "cpu"
         import_maniskill()
         kwargs = maniskill_make_kwargs(
-            obs_mode, control_mode, image_size, sim_backend, reward_mode, render_mode,
-            max_episode_steps or self.task.max_episode_steps, maniskill_kwargs,
+            obs_mode,
+            control_mode,
+            image_size,
+            sim_backend,
+            reward_mode,
+            render_mode,
+            max_episode_steps or self.task.max_episode_steps,
+            maniskill_kwargs,
         )
-        self.maniskill_env = gym.make(self.task.task_id, num_envs=1, **kwargs)
-        base = self.maniskill_env.unwrapped
+        self.maniskill_env: Any = gym.make(self.task.task_id, num_envs=1, **kwargs)
+        base: Any = self.maniskill_env.unwrapped
         if base.num_envs != 1:
             raise ValueError(f"ManiSkillEnv is a single env, got num_envs={base.num_envs}; use ManiSkillVecEnv")
         self.device = base.device
@@ -235,7 +241,7 @@ class ManiSkillEnv(gym.Env):
             )
         return self.controller.act(self.maniskill_env.unwrapped)[0].cpu().numpy().astype(np.float32)
 
-    def render(self) -> np.ndarray | None:  # type: ignore[override]
+    def render(self) -> np.ndarray | None:
         if self.render_mode is None:
             return None
         frame = self.maniskill_env.render()

@@ -55,7 +55,9 @@ def wrap_angle(a: th.Tensor, period: float = 2 * math.pi) -> th.Tensor:
     return th.remainder(a + period / 2, period) - period / 2
 
 
-def top_down_rotvec(tcp_q: th.Tensor, yaw_target: th.Tensor | None = None, yaw_period: float = math.pi / 2) -> th.Tensor:
+def top_down_rotvec(
+    tcp_q: th.Tensor, yaw_target: th.Tensor | None = None, yaw_period: float = math.pi / 2
+) -> th.Tensor:
     """World-frame rotation vector ``(N, 3)`` that turns the gripper to point straight down, and optionally to a yaw.
 
     :param tcp_q: TCP orientations ``(N, 4)`` (w, x, y, z).
@@ -85,7 +87,11 @@ def yaw_of(q: th.Tensor) -> th.Tensor:
 
 
 def pose_action(
-    pos_error: th.Tensor, rotvec: th.Tensor, gripper: th.Tensor, pos_gain: float = 1.0, rot_gain: float = 1.0,
+    pos_error: th.Tensor,
+    rotvec: th.Tensor,
+    gripper: th.Tensor,
+    pos_gain: float = 1.0,
+    rot_gain: float = 1.0,
     max_pos: float = 1.0,
 ) -> th.Tensor:
     """A normalised ``pd_ee_delta_pose`` action ``(N, 7)`` moving by ``pos_error`` (m) and turning by ``rotvec`` (rad).

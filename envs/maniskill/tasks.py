@@ -20,7 +20,8 @@ class ManiSkillTask:
     :param action_noise_std: default std of the Gaussian noise added to the scripted arm action (normalised units).
     :param target_noise_std: default std (metres) of the per-episode xy offset of the scripted controller's
         targets; together with the action noise it degrades the scripted base to :attr:`base_success_rate`.
-    :param base_success_rate: the measured success rate of the default-noise scripted base (``benchmarks/maniskill.py``).
+    :param base_success_rate: measured success rate of the scripted base with the default noise
+        (``benchmarks/maniskill.py``).
     """
 
     task_id: str
@@ -45,18 +46,24 @@ TASKS: dict[str, ManiSkillTask] = {
             instruction="pick up the red cube and move it to the green target",
             max_episode_steps=50,
             controller="PickCubeController",
+            action_noise_std=0.1,
+            target_noise_std=0.02,
         ),
         ManiSkillTask(
             "PushCube-v1",
             instruction="push the blue cube into the red and white target region",
             max_episode_steps=50,
             controller="PushCubeController",
+            action_noise_std=0.2,
+            target_noise_std=0.02,
         ),
         ManiSkillTask(
             "StackCube-v1",
             instruction="stack the red cube on top of the green cube",
             max_episode_steps=50,
             controller="StackCubeController",
+            action_noise_std=0.1,
+            target_noise_std=0.01,
         ),
         ManiSkillTask(
             "PegInsertionSide-v1",

@@ -46,9 +46,18 @@ def scalars_to_numpy(
     n = reward.shape[0]
     if success is None:
         success = th.zeros(n, dtype=th.bool, device=reward.device)
-    stacked = th.stack(
-        (reward.reshape(n).float(), terminated.reshape(n).float(), truncated.reshape(n).float(), success.reshape(n).float())
-    ).cpu().numpy()
+    stacked = (
+        th.stack(
+            (
+                reward.reshape(n).float(),
+                terminated.reshape(n).float(),
+                truncated.reshape(n).float(),
+                success.reshape(n).float(),
+            )
+        )
+        .cpu()
+        .numpy()
+    )
     return stacked[0].astype(np.float32), stacked[1] > 0.5, stacked[2] > 0.5, stacked[3] > 0.5
 
 
@@ -136,12 +145,18 @@ class ManiSkillVecEnv(VecEnv):
             if sim_backend == "auto":
                 sim_backend = "gpu" if th.cuda.is_available() else "cpu"
             kwargs = maniskill_make_kwargs(
-                obs_mode, control_mode, image_size, sim_backend, reward_mode, None,
-                max_episode_steps or self.task.max_episode_steps, maniskill_kwargs,
+                obs_mode,
+                control_mode,
+                image_size,
+                sim_backend,
+                reward_mode,
+                None,
+                max_episode_steps or self.task.max_episode_steps,
+                maniskill_kwargs,
             )
             env = gym.make(self.task.task_id, num_envs=num_envs, **kwargs)
-        self.maniskill_env = env
-        base = env.unwrapped
+        self.maniskill_env: Any = env
+        base: Any = self.maniskill_env.unwrapped
         self.device = th.device(str(base.device))
         self.render_mode = None
         first = obs_to_numpy(convert_obs(base.get_obs(), self.obs_mode, camera))
@@ -176,12 +191,12 @@ class ManiSkillVecEnv(VecEnv):
         assert self._actions is not None, "call step_async before step_wait"
         raw, reward, terminated, truncated, info = self.maniskill_env.step(self._actions)
         self._scripted_cache = None
-        terminated = th.as_tensor(terminated, device=self.device).reshape(self.num_envs)
-        truncated = th.as_tensor(truncated, device=self.device).reshape(self.num_envs)
+        term_t = th.as_tensor(terminated, device=self.device).reshape(self.num_envs)
+        trunc_t = th.as_tensor(truncated, device=self.device).reshape(self.num_envs)
         if self.ignore_terminations:
-            terminated = th.zeros_like(terminated)
-        reward = th.as_tensor(reward, device=self.device).reshape(self.num_envs)
-        rew, term, trunc, succ = scalars_to_numpy(reward, terminated, truncated, info.get("success"))
+            term_t = th.zeros_like(term_t)
+        rew_t = th.as_tensor(reward, device=self.device).reshape(self.num_envs)
+        rew, term, trunc, succ = scalars_to_numpy(rew_t, term_t, trunc_t, info.get("success"))
         obs = convert_obs(raw, self.obs_mode, self.camera)
         done = term | trunc
         done_idx = np.flatnonzero(done)
@@ -218,11 +233,11 @@ class ManiSkillVecEnv(VecEnv):
         return [value for _ in self._indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        raise AttributeError(
-            f"ManiSkillVecEnv sub-envs share one batched simulation; cannot set {attr_name!r} per env"
-        )
+        raise AttributeError(f"ManiSkillVecEnv sub-envs share one batched simulation; cannot set {attr_name!r} per env")
 
-    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any) -> list[Any]:
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
         """Only ``scripted_action`` is per env: one batched controller call, one row per requested index."""
         if method_name != "scripted_action":
             raise AttributeError(f"ManiSkillVecEnv supports env_method('scripted_action') only, got {method_name!r}")
