@@ -21,7 +21,8 @@ parse as one, else strings); ``base_kwargs`` win over inline options.
 - ``module:<package.module.Class>[@<checkpoint>]``: :class:`ModuleBase`, any ``nn.Module`` with
   ``forward(obs) -> action`` (and optional ``embed(obs)``), built as ``Class(**model_config)``. Options:
   ``model_config`` (a dict), ``checkpoint``, ``obs_keys``, ``instruction_key``, ``state_dict_key``, ``strict``,
-  ``chunk_size``, ``embedding_dim``, ``device``. e.g. ``module:my_pkg.nets.TinyVLA@/ckpt/tiny.pt?model_config={'hidden':64}``.
+  ``chunk_size``, ``embedding_dim``, ``device``.
+  e.g. ``module:my_pkg.nets.TinyVLA@/ckpt/tiny.pt?model_config={'hidden':64}``.
 - ``sb3:<model.zip>``: :class:`SB3PolicyBase`, a trained SB3 policy. For a residual policy add ``inner_base`` (a
   spec) and ``residual_scale`` (+ ``absolute_dims``) as used in its training, e.g.
   ``sb3:logs/stage1.zip?inner_base=scripted&residual_scale=0.2``. Options: ``vec_normalize``, ``algo``,
@@ -123,7 +124,9 @@ class ComposedBase(BaseModel):
         self.stateless = all(b.stateless for b in parts)
         self.embedding_dim = sum(int(b.embedding_dim) for b in parts)
         # () means "every key": if any part reads every key, so does the composition
-        self.obs_keys = () if any(not b.obs_keys for b in parts) else tuple(dict.fromkeys(sum((b.obs_keys for b in parts), ())))
+        self.obs_keys = (
+            () if any(not b.obs_keys for b in parts) else tuple(dict.fromkeys(sum((b.obs_keys for b in parts), ())))
+        )
 
     @property
     def name(self) -> str:

@@ -117,7 +117,7 @@ def images_to_nhwc_uint8(images: np.ndarray, key: str = "rgb") -> np.ndarray:
 def batch_instructions(instructions: Sequence[str] | None, n: int, default: str | None, who: str) -> list[str]:
     """One instruction per row: the batch's own, else ``default``; raise when neither is there."""
     if instructions is not None:
-        out = [s if s is not None else default for s in instructions]
+        out: list[str | None] = [s if s is not None else default for s in instructions]
         if len(out) != n:
             raise ValueError(f"{who}: got {len(out)} instructions for a batch of {n}")
     else:

@@ -6,8 +6,6 @@ An embedding-only base supplies ``vla_embedding``; combine it with an action bas
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch as th
 
@@ -22,7 +20,6 @@ from sb3_vla.vla.backends._common import (
     to_numpy_f32,
 )
 from sb3_vla.vla.base import BaseModel, VLABatch
-
 
 
 class ClipBase(BaseModel):
@@ -93,7 +90,7 @@ class ClipBase(BaseModel):
         self.tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
         cfg = open_clip.get_model_preprocess_cfg(self.model)
         size = cfg.get("size", 224)
-        self.image_size: tuple[int, int] = (size, size) if isinstance(size, int) else tuple(size)  # type: ignore[assignment]
+        self.image_size: tuple[int, int] = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         self.mean = th.tensor(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)), device=self.device)
         self.std = th.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)), device=self.device)
         self.interpolation = cfg.get("interpolation", "bicubic")
@@ -136,6 +133,9 @@ class ClipBase(BaseModel):
     @property
     def name(self) -> str:
         return f"clip:{self.model_name}@{self.pretrained}"
+
+    def __repr__(self) -> str:
+        return f"{self.name}(action=None, embedding_dim={self.embedding_dim})"
 
     def _preprocess(self, images: np.ndarray) -> th.Tensor:
         from torchvision.transforms import InterpolationMode
@@ -222,4 +222,3 @@ def _check_tag_available(model_name: str, tag: str, cache_dir: str | None) -> No
             f"clip:{model_name}@{tag}: the weights of tag {tag!r} are not cached and {reason}. Download them on a "
             f"machine with network access and pass the local file instead (clip:{model_name}@/path/to/weights.pt)"
         )
-

@@ -234,6 +234,11 @@ class HFVLABase(BaseModel):
         self.n_bins = int(n_bins)
         self.norm_stats = self._load_norm_stats(norm_stats, source)
         self.unnormalize = bool(unnormalize)
+        if self.unnormalize and not self.norm_stats:
+            raise ValueError(
+                f"hf:{model}: no dataset statistics to un-normalise actions with (no config.norm_stats, no "
+                "dataset_statistics.json); pass norm_stats={...} or a JSON path, or unnormalize=False and action_dim"
+            )
         self.action_stats = select_action_stats(self.norm_stats, unnorm_key) if self.unnormalize else None
         if action_dim is None:
             stats_for_dim = self.action_stats

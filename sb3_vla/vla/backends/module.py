@@ -171,9 +171,9 @@ class ModuleBase(BaseModel):
                     f"{self._name}: the module returns actions of shape {tuple(probe_action.shape[1:])} but the "
                     f"action space has shape {action_space.shape}; pass the module's own action_space"
                 )
-            if action_space is None and fallback_action_space is not None:
-                if tuple(fallback_action_space.shape) == tuple(shape):
-                    action_space = fallback_action_space
+            fallback_fits = fallback_action_space is not None and tuple(fallback_action_space.shape) == tuple(shape)
+            if action_space is None and fallback_fits:
+                action_space = fallback_action_space
             if action_space is None:
                 action_space = spaces.Box(-np.inf, np.inf, shape=shape, dtype=np.float32)
         if action_space is None:
@@ -233,7 +233,7 @@ class ModuleBase(BaseModel):
         obs = self._to_tensors(batch)
         with th.inference_mode():
             action = self.module(obs)
-            emb = self.module.embed(obs) if self.use_embed else None
+            emb = getattr(self.module, "embed")(obs) if self.use_embed else None  # noqa: B009
         if not isinstance(action, th.Tensor):
             raise TypeError(f"{self.name}: forward(obs) must return a tensor, got {type(action).__name__}")
         b = len(batch)

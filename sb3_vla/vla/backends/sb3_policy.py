@@ -40,7 +40,7 @@ _ALGOS = {
 }
 
 
-def _resolve_algo(algo: str | type) -> type:
+def _resolve_algo(algo: str | type) -> Any:
     if isinstance(algo, type):
         return algo
     import importlib
@@ -151,9 +151,7 @@ class SB3PolicyBase(BaseModel):
         self.policy = load_sb3_policy(p, self.device, algo)
         self.deterministic = bool(deterministic)
         self.policy_obs_space: spaces.Space = self.policy.observation_space
-        keys = (
-            tuple(self.policy_obs_space.spaces) if isinstance(self.policy_obs_space, spaces.Dict) else ("obs",)
-        )
+        keys = tuple(self.policy_obs_space.spaces) if isinstance(self.policy_obs_space, spaces.Dict) else ("obs",)
         residual_keys = [k for k in keys if k in (ACTION_KEY, EMBEDDING_KEY)]
 
         if vec_normalize == "auto":
@@ -194,7 +192,10 @@ class SB3PolicyBase(BaseModel):
                 raise ValueError("residual replay needs residual_scale (the value used when training the policy)")
             if action_space is None:
                 raise ValueError("residual replay needs the env's action_space (the bounds of the composed action)")
-            if not (isinstance(self.policy.action_space, spaces.Box) and self.policy.action_space.shape == action_space.shape):
+            if not (
+                isinstance(self.policy.action_space, spaces.Box)
+                and self.policy.action_space.shape == action_space.shape
+            ):
                 raise ValueError(
                     f"sb3:{p}: the residual policy acts in {self.policy.action_space}, the env in {action_space}"
                 )
