@@ -193,6 +193,7 @@ def train_tiny_sb3(path: Path, algo: str = "sac", residual: bool = False, steps:
     """Train a tiny MultiInputPolicy on :class:`TinyDictEnv` for a few steps and save it as a zip."""
     from stable_baselines3 import PPO, SAC
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     env = TinyDictEnv(residual=residual)
     kw: dict[str, Any] = dict(policy_kwargs=dict(net_arch=[16]), seed=seed, device="cpu")
     if algo == "sac":

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from gymnasium import spaces
 
-from sb3_vla.vla.backends._common import call_with_options, parse_options
+from sb3_vla.vla.backends._common import batch_size, call_with_options, parse_options
 from sb3_vla.vla.base import BaseModel, VLABatch
 from sb3_vla.vla.registry import make_base, register_base
 
@@ -151,13 +151,14 @@ class ComposedBase(BaseModel):
             b.reset(env_ids)
 
     def predict(self, batch: VLABatch) -> tuple[np.ndarray, np.ndarray | None]:
+        n = batch_size(batch)
         action, emb = self.action_base.predict(self._sub_batch(self.action_base, batch))
-        embs = [np.asarray(emb, dtype=np.float32).reshape(len(batch), -1)] if self.action_base.embedding_dim else []
+        embs = [np.asarray(emb, dtype=np.float32).reshape(n, -1)] if self.action_base.embedding_dim else []
         for b in self.embedding_bases:
             _, e = b.predict(self._sub_batch(b, batch))
             if e is None:
                 raise ValueError(f"embedding base {b.name} returned no embedding")
-            embs.append(np.asarray(e, dtype=np.float32).reshape(len(batch), -1))
+            embs.append(np.asarray(e, dtype=np.float32).reshape(n, -1))
         return action, np.concatenate(embs, axis=-1)
 
     def close(self) -> None:

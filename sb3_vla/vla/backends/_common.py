@@ -129,6 +129,15 @@ def batch_instructions(instructions: Sequence[str] | None, n: int, default: str 
     return [str(s) for s in out]
 
 
+def batch_size(batch: Any) -> int:
+    """Rows in a :class:`~sb3_vla.vla.VLABatch`: ``len(env_ids)``, else the length of its first observation array."""
+    if len(batch.env_ids):
+        return int(len(batch.env_ids))
+    for value in batch.obs.values():
+        return int(len(value))
+    return len(batch.instructions or [])
+
+
 def parse_options(arg: str) -> tuple[str, dict[str, Any]]:
     """Split ``"<argument>?key=value&key2=value2"`` into the argument and typed options.
 

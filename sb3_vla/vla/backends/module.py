@@ -15,7 +15,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from sb3_vla.vla.backends._common import existing_path, require, resolve_device, to_numpy_f32
+from sb3_vla.vla.backends._common import batch_size, existing_path, require, resolve_device, to_numpy_f32
 from sb3_vla.vla.base import BaseModel, VLABatch
 
 #: keys tried, in order, when a checkpoint is a dict wrapping the state dict
@@ -226,7 +226,7 @@ class ModuleBase(BaseModel):
             t = th.as_tensor(arr if arr.dtype == np.uint8 else arr.astype(np.float32, copy=False))
             obs[k] = t.to(self.device)
         if self.instruction_key is not None:
-            obs[self.instruction_key] = list(batch.instructions or [""] * len(batch))
+            obs[self.instruction_key] = list(batch.instructions or [""] * batch_size(batch))
         return obs
 
     def predict(self, batch: VLABatch) -> tuple[np.ndarray, np.ndarray | None]:
@@ -236,7 +236,7 @@ class ModuleBase(BaseModel):
             emb = getattr(self.module, "embed")(obs) if self.use_embed else None  # noqa: B009
         if not isinstance(action, th.Tensor):
             raise TypeError(f"{self.name}: forward(obs) must return a tensor, got {type(action).__name__}")
-        b = len(batch)
+        b = batch_size(batch)
         act = to_numpy_f32(action)
         if act.ndim not in (2, 3) or act.shape[0] != b:
             raise ValueError(f"{self.name}: forward(obs) returned shape {act.shape}; expected (B, A) or (B, H, A)")

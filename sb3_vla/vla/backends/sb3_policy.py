@@ -18,7 +18,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from sb3_vla.vla.backends._common import existing_path, resolve_device
+from sb3_vla.vla.backends._common import batch_size, existing_path, resolve_device
 from sb3_vla.vla.base import BaseModel, VLABatch
 from sb3_vla.wrappers.residual_math import compose_action
 
@@ -277,14 +277,14 @@ class SB3PolicyBase(BaseModel):
                     env_outputs=batch.env_outputs,
                 )
             a, inner_emb = self.inner.predict(inner_batch)
-            a = np.asarray(a, dtype=np.float32).reshape(len(batch), *self.inner.action_space.shape)
+            a = np.asarray(a, dtype=np.float32).reshape(batch_size(batch), *self.inner.action_space.shape)
             inner_action = np.asarray(self.adapter(a) if self.adapter is not None else a, dtype=np.float32)
         obs = self._policy_obs(batch, inner_action, inner_emb)
         if self.vec_normalize is not None:
             obs = self.vec_normalize.normalize_obs(obs)
         with th.inference_mode():
             action, _ = self.policy.predict(obs, deterministic=self.deterministic)
-        action = np.asarray(action, dtype=np.float32).reshape(len(batch), *self.policy.action_space.shape)
+        action = np.asarray(action, dtype=np.float32).reshape(batch_size(batch), *self.policy.action_space.shape)
         if self.inner is None:
             return action, None
         assert inner_action is not None

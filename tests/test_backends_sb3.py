@@ -1,0 +1,134 @@
+"""``sb3:`` backend: tiny SB3 zips as frozen bases, including residual on residual."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _tiny_models import TinyDictEnv, train_tiny_sb3
+from gymnasium import spaces
+from stable_baselines3 import PPO, SAC
+
+from sb3_vla.vla import CallableBase, VLABatch, make_base
+from sb3_vla.vla.backends.sb3_policy import SB3PolicyBase
+from sb3_vla.wrappers.residual_math import compose_action
+
+ACT_SPACE = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def zips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("sb3")
+    return {
+        "sac": train_tiny_sb3(d / "sac", "sac"),
+        "ppo": train_tiny_sb3(d / "ppo", "ppo"),
+        "residual": train_tiny_sb3(d / "residual" / "res_sac", "sac", residual=True),
+    }
+
+
+def _batch(n: int, seed: int = 0) -> VLABatch:
+    rng = np.random.default_rng(seed)
+    obs = {
+        "state": rng.uniform(-1, 1, (n, 3)).astype(np.float32),
+        "rgb": rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8),  # extra key: ignored by the policy
+    }
+    return VLABatch(obs=obs, env_ids=np.arange(n))
+
+
+def _inner_fn(obs: dict[str, np.ndarray]) -> np.ndarray:
+    return 0.5 * obs["state"][:, :2]
+
+
+@pytest.mark.parametrize(("key", "algo"), [("sac", SAC), ("ppo", PPO)])
+def test_plain_policy_matches_model_predict(zips: dict[str, Path], key: str, algo: type) -> None:
+    base = make_base(f"sb3:{zips[key]}", observation_space=TinyDictEnv(rgb=True).observation_space, device="cpu")
+    assert isinstance(base, SB3PolicyBase)
+    assert base.action_space.shape == (2,) and base.embedding_dim == 0 and base.obs_keys == ("state",)
+    batch = _batch(8)
+    action, emb = base.predict(batch)
+    ref, _ = algo.load(zips[key], device="cpu").predict({"state": batch.obs["state"]}, deterministic=True)
+    np.testing.assert_allclose(action, ref, atol=1e-6)
+    assert emb is None
+    singles = np.concatenate(
+        [base.predict(VLABatch(obs={"state": batch.obs["state"][i : i + 1]}))[0] for i in range(8)]
+    )
+    np.testing.assert_allclose(action, singles, atol=1e-6)
+    # loading through the algorithm class gives the same policy
+    via_algo = SB3PolicyBase(zips[key], algo=key, device="cpu")
+    np.testing.assert_allclose(via_algo.predict(batch)[0], action, atol=1e-6)
+
+
+def test_residual_on_residual_composes_like_the_wrapper(zips: dict[str, Path]) -> None:
+    inner = CallableBase(_inner_fn, ACT_SPACE, batched=True, name="half_state")
+    base = SB3PolicyBase(zips["residual"], inner_base=inner, residual_scale=0.3, action_space=ACT_SPACE, device="cpu")
+    assert base.action_space is ACT_SPACE
+    batch = _batch(6, seed=2)
+    action, _ = base.predict(batch)
+    inner_action = _inner_fn(batch.obs)
+    residual, _ = SAC.load(zips["residual"], device="cpu").predict(
+        {"state": batch.obs["state"], "vla_action": inner_action}, deterministic=True
+    )
+    expected = compose_action(inner_action, residual, 0.3, ACT_SPACE.low, ACT_SPACE.high)
+    np.testing.assert_allclose(action, expected, atol=1e-6)
+    assert not np.allclose(action, inner_action)  # the trained residual is not zero
+
+
+def test_residual_spec_with_inner_spec_and_vec_normalize(zips: dict[str, Path], tmp_path: Path) -> None:
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    z = zips["residual"]
+    spec = f"sb3:{z}?inner_base='zero'&residual_scale=[0.2, 0.4]&absolute_dims=[1]"
+    base = make_base(spec, action_space=ACT_SPACE, vec_normalize=None, device="cpu")
+    batch = _batch(4, seed=3)
+    residual, _ = SAC.load(z, device="cpu").predict(
+        {"state": batch.obs["state"], "vla_action": np.zeros((4, 2), np.float32)}, deterministic=True
+    )
+    expected = compose_action(np.zeros((4, 2)), residual, np.array([0.2, 0.4]), ACT_SPACE.low, ACT_SPACE.high, [1])
+    np.testing.assert_allclose(base.predict(batch)[0], expected, atol=1e-6)
+
+    # VecNormalize statistics next to the zip are found and applied to the policy's observations
+    venv = VecNormalize(DummyVecEnv([lambda: TinyDictEnv(residual=True)]), norm_reward=False)
+    venv.reset()
+    for _ in range(30):
+        venv.step(np.random.default_rng(0).uniform(-1, 1, (1, 2)).astype(np.float32))
+    venv.save(str(z.parent / "vecnormalize.pkl"))
+    try:
+        normed = make_base(spec, action_space=ACT_SPACE, device="cpu")
+        assert normed.vec_normalize is not None
+        with open(z.parent / "vecnormalize.pkl", "rb") as f:
+            vn = pickle.load(f)
+        obs = vn.normalize_obs({"state": batch.obs["state"], "vla_action": np.zeros((4, 2), np.float32)})
+        res2, _ = SAC.load(z, device="cpu").predict(obs, deterministic=True)
+        exp2 = compose_action(np.zeros((4, 2)), res2, np.array([0.2, 0.4]), ACT_SPACE.low, ACT_SPACE.high, [1])
+        np.testing.assert_allclose(normed.predict(batch)[0], exp2, atol=1e-6)
+    finally:
+        (z.parent / "vecnormalize.pkl").unlink()
+
+
+def test_stacked_residual_runs_in_the_wrappers(zips: dict[str, Path]) -> None:
+    """Stage 2: the stage-1 residual policy (on a callable base) is the frozen base of a new residual env."""
+    from sb3_vla import make_residual_vec_env
+
+    inner = CallableBase(_inner_fn, ACT_SPACE, batched=True)
+    stage1 = SB3PolicyBase(zips["residual"], inner_base=inner, residual_scale=0.3, action_space=ACT_SPACE)
+    env = make_residual_vec_env(TinyDictEnv, base=stage1, n_envs=2, residual_scale=0.1, seed=0)
+    obs = env.reset()
+    np.testing.assert_allclose(obs["vla_action"], stage1.predict(VLABatch(obs={"state": obs["state"]}))[0], atol=1e-6)
+    _, _, _, infos = env.step(np.zeros((2, 2), np.float32))
+    assert "base_action" in infos[0]
+    env.close()
+
+
+def test_errors(zips: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="trained as a residual policy"):
+        make_base(f"sb3:{zips['residual']}", action_space=ACT_SPACE)
+    with pytest.raises(ValueError, match="residual_scale"):
+        SB3PolicyBase(zips["residual"], inner_base=CallableBase(_inner_fn, ACT_SPACE, batched=True))
+    with pytest.raises(ValueError, match="does not exist"):
+        make_base("sb3:/nope/model.zip")
+    with pytest.raises(ValueError, match="does not provide"):
+        make_base(f"sb3:{zips['sac']}", observation_space=spaces.Dict({"other": ACT_SPACE}))
+    with pytest.raises(ValueError, match="unknown algo"):
+        SB3PolicyBase(zips["sac"], algo="nope")
