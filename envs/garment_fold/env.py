@@ -33,7 +33,7 @@ RELEASE_TIP_DIST = 0.03  # tip distance that opens a pinch
 
 # The meshes and compiled XML are the same for every env of a process; each env still compiles its own MjModel
 # because the grasp anchors are written into ``model.eq_data`` at runtime.
-_XML_CACHE: dict[tuple[float, bool], str] = {}
+_XML_CACHE: dict[tuple[float, bool, float], str] = {}
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -47,10 +47,11 @@ class GarmentFoldEnv(gym.Env):
 
     **Action** ``Box(61)``: 60 joint position targets normalised to ``[-1, 1]`` over their joint ranges (left
     arm 6, left hand 24, right arm 6, right hand 24), then the stage-advance signal in ``[0, 1]`` (advance when
-    ``> 0.5``). Control at 10 Hz (``substeps`` x 10 ms physics).
+    ``> 0.5``). Control at 10 Hz (0.1 s of physics per step, in steps of ``physics_dt``).
 
     **Observation** ``Dict``: ``garment_pcd`` ``(pcd_points, 3)`` cloth surface points (m, world frame),
-    ``keypoints`` ``(8, 3)`` (sleeve tips, armpits, bottom corners, collar, bottom centre), ``joint_pos``
+    ``keypoints`` ``(24,)`` (8 x xyz, in :data:`KEYPOINT_NAMES` order: sleeve tips, armpits, bottom corners, collar,
+    bottom centre), ``joint_pos``
     ``(60,)`` normalised like the action, ``joint_vel`` ``(60,)`` rad/s, ``stage`` one-hot ``(3,)``, ``held``
     ``(2,)`` (1 when that hand pinches the cloth) and, with ``rgb_obs=True``, ``rgb`` uint8 ``(H, W, 3)``.
 
@@ -81,7 +82,7 @@ class GarmentFoldEnv(gym.Env):
     :param pose_noise: ``(translation m, rotation rad)`` half-ranges of the shirt's random initial pose.
     :param fold_tolerance: a stage is complete when its mean fold error is below this (m) ...
     :param layered_tolerance: ... and this fraction of its moving vertices lies on top.
-    :param substeps: physics steps (10 ms each) per control step.
+    :param physics_dt: physics timestep (s); each 0.1 s control step runs ``round(0.1 / physics_dt)`` of them.
     :param advance_bonus: reward for advancing out of a completed stage.
     :param early_advance_penalty: cost of a refused advance request.
     :param grasp_shaping: weight of the grasp shaping potential.
@@ -115,7 +116,7 @@ class GarmentFoldEnv(gym.Env):
         pose_noise: tuple[float, float] = (0.02, 0.1),
         fold_tolerance: float = 0.03,
         layered_tolerance: float = 0.7,
-        substeps: int = 10,
+        physics_dt: float = 0.01,
         advance_bonus: float = 1.0,
         early_advance_penalty: float = 0.1,
         grasp_shaping: float = 0.2,
@@ -128,7 +129,10 @@ class GarmentFoldEnv(gym.Env):
         self.image_size = _pair(image_size)
         self.render_size = _pair(render_size)
         self.camera = camera
-        self.substeps = int(substeps)
+        if not 0.0 < physics_dt <= 0.1:
+            raise ValueError(f"physics_dt must be in (0, 0.1] seconds, got {physics_dt}")
+        self.physics_dt = float(physics_dt)
+        self.substeps = max(1, int(round(0.1 / physics_dt)))
         self.pose_noise = (float(pose_noise[0]), float(pose_noise[1]))
         self.advance_bonus = float(advance_bonus)
         self.early_advance_penalty = float(early_advance_penalty)
@@ -136,9 +140,10 @@ class GarmentFoldEnv(gym.Env):
 
         self.mesh = make_shirt(spacing=cloth_spacing)
         self.task = FoldTask(self.mesh, fold_tolerance=fold_tolerance, layered_tolerance=layered_tolerance)
-        key = (round(float(cloth_spacing), 6), bool(self_collision))
+        key = (round(float(cloth_spacing), 6), bool(self_collision), self.physics_dt)
         if key not in _XML_CACHE:
-            _XML_CACHE[key] = scene_xml(self.mesh, SceneConfig(spacing=cloth_spacing, self_collision=self_collision))
+            config = SceneConfig(spacing=cloth_spacing, self_collision=self_collision, timestep=self.physics_dt)
+            _XML_CACHE[key] = scene_xml(self.mesh, config)
         self.model = mujoco.MjModel.from_xml_string(_XML_CACHE[key])
         self.data = mujoco.MjData(self.model)
         m = self.model
@@ -156,6 +161,8 @@ class GarmentFoldEnv(gym.Env):
         bodies = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, f"cloth_{v}") for v in range(self._nvert)]
         self._cloth_qadr = np.array([m.jnt_qposadr[m.body_jntadr[b]] for b in bodies])
         self._cloth_body_pos = m.body_pos[bodies].copy()
+        # Cloth vertex joints are slides (one qpos per dof), so qvel addresses are qpos addresses shifted.
+        self._qadr_to_dof = int(self._cloth_qadr[0] - m.jnt_dofadr[m.body_jntadr[bodies[0]]])
         self._eq0 = {s: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_EQUALITY, f"{s}_grab_0") for s in SIDES}
         self._palm = {s: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, f"{s}_palm") for s in SIDES}
         site = {n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, n) for n in [m.site(i).name for i in range(m.nsite)]}
@@ -179,7 +186,7 @@ class GarmentFoldEnv(gym.Env):
 
         obs_spaces: dict[str, spaces.Space] = {
             "garment_pcd": spaces.Box(-2.0, 2.0, shape=(n_pcd, 3), dtype=np.float32),
-            "keypoints": spaces.Box(-2.0, 2.0, shape=(len(KEYPOINT_NAMES), 3), dtype=np.float32),
+            "keypoints": spaces.Box(-2.0, 2.0, shape=(3 * len(KEYPOINT_NAMES),), dtype=np.float32),
             "joint_pos": spaces.Box(-1.0, 1.0, shape=(2 * JOINTS_PER_SIDE,), dtype=np.float32),
             "joint_vel": spaces.Box(-20.0, 20.0, shape=(2 * JOINTS_PER_SIDE,), dtype=np.float32),
             "stage": spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32),
@@ -337,15 +344,17 @@ class GarmentFoldEnv(gym.Env):
         return self._evaluate()
 
     def set_cloth_shirt_frame(self, xyz: np.ndarray) -> None:
-        """Place the cloth vertices at ``xyz`` (N, 3) given in the shirt frame (for tests and demos)."""
+        """Place the cloth vertices at ``xyz`` (N, 3) given in the shirt frame, at rest (for tests and demos).
+
+        The reward potential is not reset, so the next :meth:`step` reward includes the change of fold quality.
+        """
         r2, shift = self._pose
         world = np.column_stack([xyz[:, :2] @ r2.T + shift, xyz[:, 2]])
         for axis in range(3):
             self.data.qpos[self._cloth_qadr + axis] = world[:, axis] - self._cloth_body_pos[:, axis]
-        self.data.qvel[:] = 0.0
+            self.data.qvel[self._cloth_qadr + axis - self._qadr_to_dof] = 0.0
         mujoco.mj_forward(self.model, self.data)
         self._metrics = self._evaluate()
-        self._potential = self._total_potential(self._metrics)
 
     # ---------------------------------------------------------------------------------------- internals
     def _vertices(self) -> np.ndarray:
@@ -408,7 +417,7 @@ class GarmentFoldEnv(gym.Env):
         jpos = 2.0 * (d.qpos[self._qadr] - self._lo) / (self._hi - self._lo) - 1.0
         obs = {
             "garment_pcd": np.clip(pcd, -2.0, 2.0).astype(np.float32),
-            "keypoints": np.clip(verts[self._kp_ids], -2.0, 2.0).astype(np.float32),
+            "keypoints": np.clip(verts[self._kp_ids], -2.0, 2.0).astype(np.float32).reshape(-1),
             "joint_pos": np.clip(jpos, -1.0, 1.0).astype(np.float32),
             "joint_vel": np.clip(d.qvel[self._dadr], -20.0, 20.0).astype(np.float32),
             "stage": stage,

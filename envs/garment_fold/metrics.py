@@ -89,6 +89,24 @@ class FoldTask:
             [np.linalg.norm(flat[self.moving[k]] - self.targets[k][self.moving[k]], axis=1).mean() for k in range(3)]
         )
 
+    def folded_state(self, stage: int, fraction: float = 1.0) -> np.ndarray:
+        """Shirt-frame vertex positions ``(N, 3)`` with stages ``< stage`` folded and ``stage`` folded ``fraction``.
+
+        Moved vertices are put one cloth layer (2 radii) higher per fold that moved them; ``fraction`` moves
+        the ``stage`` vertices in a straight line (xy) from their previous place to their target.
+        """
+        xy = self.flat.copy()
+        layers = np.zeros(len(xy))
+        for k in range(stage):
+            xy = self.targets[k].copy()
+            layers += self.moving[k]
+        if stage < 3 and fraction > 0.0:
+            m = self.moving[stage]
+            xy[m] = (1.0 - fraction) * xy[m] + fraction * self.targets[stage][m]
+            layers[m] += 1.0
+        z = CLOTH_RADIUS * (1.0 + 2.0 * layers)
+        return np.column_stack([xy, z])
+
     def evaluate(self, xyz: np.ndarray) -> FoldMetrics:
         """Score a cloth state given vertex positions ``(N, 3)`` in the shirt frame (z = height above table)."""
         fold_error = np.empty(3)
