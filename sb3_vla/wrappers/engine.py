@@ -211,6 +211,8 @@ class BaseQueryEngine:
         if self.adapter is not None:
             flat = action.reshape(b * h, *self.base_shape)
             action = np.asarray(self.adapter(flat), dtype=np.float32).reshape(b, h, *self.env_shape)
+        # the env cannot execute more than its bounds, and vla_action's space is the env's action space
+        np.clip(action, self.action_space.low, self.action_space.high, out=action)
         return action, emb, bad
 
     def query(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -234,9 +236,19 @@ class BaseQueryEngine:
         return action.copy(), self.embeddings.copy(), bad_all
 
     def peek(self, obs: dict[str, np.ndarray], env_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Base output for terminal observations (no state change); repeats the last output for stateful bases."""
-        if self.base.stateless and self.base.env_query is None:
-            chunks, emb, _ = self._predict(obs, env_ids, [self.instructions[i] for i in env_ids])
-            return chunks[:, 0], emb
+        """Base output for terminal observations, as the single-env wrapper would inject it, without changing state.
+
+        Envs due for a query get a fresh prediction when the base is stateless; otherwise (or for stateful bases,
+        whose env has already been reset) the chunk continues.
+        """
         pos = np.minimum(self.chunk_pos[env_ids], self.chunk_size - 1)
-        return self.chunks[env_ids, pos].copy(), self.embeddings[env_ids].copy()
+        action, emb = self.chunks[env_ids, pos].copy(), self.embeddings[env_ids].copy()
+        if self.base.stateless and self.base.env_query is None:
+            rows = np.flatnonzero(self.needs_query[env_ids])
+            if len(rows):
+                ids = env_ids[rows]
+                chunks, fresh, _ = self._predict(
+                    {k: v[rows] for k, v in obs.items()}, ids, [self.instructions[i] for i in ids]
+                )
+                action[rows], emb[rows] = chunks[:, 0], fresh
+        return action, emb

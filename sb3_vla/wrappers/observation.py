@@ -99,12 +99,14 @@ class VLAObservationWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self,
-            base=base if isinstance(base, str) else type(base).__name__,
+            base=base,
             query_interval=query_interval,
+            action_adapter=action_adapter,
             drop_keys=list(drop_keys),
             add_action=add_action,
             nonfinite=nonfinite,
             instruction=instruction,
+            base_kwargs=base_kwargs,
         )
         gym.Wrapper.__init__(self, env)
         self._raw_space, self._box_obs = as_dict_space(env.observation_space)

@@ -97,6 +97,18 @@ def _find_vec_normalize(path: Path) -> Path | None:
     return None
 
 
+def _match_image_layout(arr: np.ndarray, space: spaces.Space) -> np.ndarray:
+    """SB3 trains image policies on channel-first images (``VecTransposeImage``); transpose HWC batches to match."""
+    shape = getattr(space, "shape", None)
+    if (
+        arr.ndim == 4
+        and shape is not None
+        and tuple(shape) == (arr.shape[3], arr.shape[1], arr.shape[2]) != arr.shape[1:]
+    ):
+        return np.ascontiguousarray(np.transpose(arr, (0, 3, 1, 2)))
+    return arr
+
+
 class SB3PolicyBase(BaseModel):
     """A trained SB3 policy as a frozen base (deterministic actions by default).
 
@@ -246,9 +258,9 @@ class SB3PolicyBase(BaseModel):
         space = self.policy_obs_space
         if not isinstance(space, spaces.Dict):
             if "obs" in batch.obs:
-                return batch.obs["obs"]
+                return _match_image_layout(np.asarray(batch.obs["obs"]), space)
             if len(batch.obs) == 1:
-                return next(iter(batch.obs.values()))
+                return _match_image_layout(np.asarray(next(iter(batch.obs.values()))), space)
             raise KeyError(f"{self.name}: the policy takes a Box observation; the batch has keys {sorted(batch.obs)}")
         obs: dict[str, np.ndarray] = {}
         for k in space.spaces:
@@ -260,7 +272,7 @@ class SB3PolicyBase(BaseModel):
                     raise ValueError(f"{self.name}: the policy reads {EMBEDDING_KEY!r} but the inner base gives none")
                 obs[k] = inner_emb
             elif k in batch.obs:
-                obs[k] = batch.obs[k]
+                obs[k] = _match_image_layout(np.asarray(batch.obs[k]), space.spaces[k])
             else:
                 raise KeyError(f"{self.name} needs the observation key {k!r}; got {sorted(batch.obs)}")
         return obs
