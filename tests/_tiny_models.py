@@ -156,10 +156,10 @@ class TinyPolicy(th.nn.Module):
 class TinyDictEnv(gym.Env):
     """``{"state": (3,)}`` (+ ``rgb`` uint8 (8, 8, 3), + ``vla_action`` when ``residual``); reward -|a - target|."""
 
-    def __init__(self, residual: bool = False, rgb: bool = False) -> None:
+    def __init__(self, residual: bool = False, rgb: bool = False, rgb_size: int = 8) -> None:
         obs: dict[str, spaces.Space] = {"state": spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)}
         if rgb:
-            obs["rgb"] = spaces.Box(0, 255, shape=(8, 8, 3), dtype=np.uint8)
+            obs["rgb"] = spaces.Box(0, 255, shape=(rgb_size, rgb_size, 3), dtype=np.uint8)
         if residual:
             obs["vla_action"] = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self.observation_space = spaces.Dict(obs)
@@ -189,12 +189,17 @@ class TinyDictEnv(gym.Env):
         return self._last, reward, False, self._t >= 20, {}
 
 
-def train_tiny_sb3(path: Path, algo: str = "sac", residual: bool = False, steps: int = 64, seed: int = 0) -> Path:
-    """Train a tiny MultiInputPolicy on :class:`TinyDictEnv` for a few steps and save it as a zip."""
+def train_tiny_sb3(
+    path: Path, algo: str = "sac", residual: bool = False, steps: int = 64, seed: int = 0, rgb_size: int = 0
+) -> Path:
+    """Train a tiny MultiInputPolicy on :class:`TinyDictEnv` for a few steps and save it as a zip.
+
+    With ``rgb_size`` (>= 36 for SB3's NatureCNN) the env also has an HWC ``rgb`` image.
+    """
     from stable_baselines3 import PPO, SAC
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    env = TinyDictEnv(residual=residual)
+    env = TinyDictEnv(residual=residual, rgb=rgb_size > 0, rgb_size=max(rgb_size, 8))
     kw: dict[str, Any] = dict(policy_kwargs=dict(net_arch=[16]), seed=seed, device="cpu")
     if algo == "sac":
         model: Any = SAC("MultiInputPolicy", env, learning_starts=16, buffer_size=200, batch_size=16, **kw)

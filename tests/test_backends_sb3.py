@@ -121,6 +121,22 @@ def test_stacked_residual_runs_in_the_wrappers(zips: dict[str, Path]) -> None:
     env.close()
 
 
+def test_image_policy_gets_channel_first_images(tmp_path: Path) -> None:
+    """SB3 trains image policies behind VecTransposeImage; the base transposes the env's HWC images to match."""
+    z = train_tiny_sb3(tmp_path / "ppo_img", "ppo", steps=32, rgb_size=36)
+    base = SB3PolicyBase(z, device="cpu")
+    assert base.obs_keys == ("rgb", "state")
+    rng = np.random.default_rng(4)
+    obs = {
+        "state": rng.uniform(-1, 1, (3, 3)).astype(np.float32),
+        "rgb": rng.integers(0, 256, (3, 36, 36, 3), np.uint8),
+    }
+    action, _ = base.predict(VLABatch(obs=obs))
+    chw = {"state": obs["state"], "rgb": np.transpose(obs["rgb"], (0, 3, 1, 2))}
+    ref, _ = PPO.load(z, device="cpu").predict(chw, deterministic=True)
+    np.testing.assert_allclose(action, ref, atol=1e-6)
+
+
 def test_errors(zips: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="trained as a residual policy"):
         make_base(f"sb3:{zips['residual']}", action_space=ACT_SPACE)
