@@ -291,6 +291,8 @@ class SB3PolicyBase(BaseModel):
             a, inner_emb = self.inner.predict(inner_batch)
             a = np.asarray(a, dtype=np.float32).reshape(batch_size(batch), *self.inner.action_space.shape)
             inner_action = np.asarray(self.adapter(a) if self.adapter is not None else a, dtype=np.float32)
+            # as the observation wrapper does in training: vla_action lives in the env's action bounds
+            inner_action = np.clip(inner_action, self.action_space.low, self.action_space.high).astype(np.float32)
         obs = self._policy_obs(batch, inner_action, inner_emb)
         if self.vec_normalize is not None:
             obs = self.vec_normalize.normalize_obs(obs)
