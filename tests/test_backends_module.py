@@ -75,6 +75,7 @@ def test_batch_of_8_equals_8_batches_of_1(tmp_path: Path) -> None:
 
 
 def test_safetensors_raw_state_dict_chunks_and_obs_keys(tmp_path: Path) -> None:
+    pytest.importorskip("safetensors")
     net, path = _save(tmp_path / "tiny.safetensors", chunk=3)
     base = make_base(
         f"module:_tiny_models.TinyPolicy@{path}",
