@@ -382,7 +382,7 @@ def scene_xml(mesh: ShirtMesh | None, config: SceneConfig) -> str:
   <worldbody>
     <light name="top" pos="0 -0.3 1.5" dir="0 0.2 -1" castshadow="false" diffuse="0.6 0.6 0.6"/>
     <geom name="table" type="plane" size="1 1 0.02" material="table" condim="3" friction="0.8"/>
-    <camera name="front" pos="0 -0.95 0.85" xyaxes="1 0 0 0 0.7 0.714"/>
+    <camera name="front" pos="0 -0.72 0.74" xyaxes="1 0 0 0 0.7 0.714"/>
     <camera name="top" pos="0 -0.05 1.05" xyaxes="1 0 0 0 1 0"/>
     {cloth}
     {arm_xml("L")}
