@@ -22,6 +22,8 @@ from sb3_vla.envs.maniskill import TASKS, get_task, resolve_env_id
 from sb3_vla.envs.maniskill.vec_env import ManiSkillVecEnv, build_infos, scalars_to_numpy
 
 HAS_MANISKILL = importlib.util.find_spec("mani_skill") is not None
+# mani_skill's CPU action check calls np.isnan on a torch tensor (numpy 2 deprecation inside mani_skill)
+pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning")
 _ENVS: dict[tuple[str, str], Any] = {}
 _UNAVAILABLE: list[str] = []
 

@@ -144,6 +144,8 @@ class ScriptedController:
         # steps since the gripper was told to close without a grasp (re-open after a few)
         self.closing_steps = th.zeros(self.num_envs, dtype=th.long, device=self.device)
         self.released = th.zeros(self.num_envs, dtype=th.bool, device=self.device)
+        self.integral = th.zeros(self.num_envs, 6, device=self.device)
+        self.phase = th.zeros(self.num_envs, dtype=th.long, device=self.device)
 
     def _randn(self, *shape: int) -> th.Tensor:
         return th.randn(*shape, generator=self._gen).to(self.device)
@@ -164,6 +166,8 @@ class ScriptedController:
         self.target_offset[env_idx] = offset
         self.closing_steps[env_idx] = 0
         self.released[env_idx] = False
+        self.integral[env_idx] = 0.0
+        self.phase[env_idx] = 0
 
     def act(self, env: Any) -> th.Tensor:
         """The noisy scripted action ``(N, 7)`` for the current state of the ManiSkill env ``env`` (unwrapped)."""
@@ -178,16 +182,28 @@ class ScriptedController:
 
     # -- shared skills ------------------------------------------------------------------------------------------ #
     def _grasp_from_above(
-        self, tcp_p: th.Tensor, tcp_q: th.Tensor, obj_p: th.Tensor, obj_q: th.Tensor, grasped: th.Tensor
+        self,
+        tcp_p: th.Tensor,
+        tcp_q: th.Tensor,
+        obj_p: th.Tensor,
+        obj_q: th.Tensor,
+        grasped: th.Tensor,
+        yaw_target: th.Tensor | None = None,
+        yaw_period: float = math.pi / 2,
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        """Reach above the object, descend in a funnel, close; returns ``(pos_error, rotvec, gripper)``."""
+        """Reach above ``obj_p``, descend in a funnel, close; returns ``(pos_error, rotvec, gripper)``.
+
+        The fingers' closing axis turns to ``yaw_target`` (default: across the object's x axis, for a cube).
+        """
         target = obj_p + self.target_offset
         xy_err = (target[:, :2] - tcp_p[:, :2]).norm(dim=-1)
         # the further off in xy, the higher above the object: a funnel, so the fingers never land on the cube
         hover = 0.06 * ((xy_err - 0.004) / 0.02).clamp(0.0, 1.0)
         reach = target.clone()
         reach[:, 2] = reach[:, 2] + hover
-        rotvec = top_down_rotvec(tcp_q, yaw_of(obj_q) + math.pi / 2)
+        if yaw_target is None:
+            yaw_target = yaw_of(obj_q) + math.pi / 2
+        rotvec = top_down_rotvec(tcp_q, yaw_target, yaw_period)
         near = ((target - tcp_p).norm(dim=-1) < 0.012) & (rotvec[:, 2].abs() < 0.15)
         closing = (near | (self.closing_steps > 0)) & ~grasped
         self.closing_steps = th.where(closing, self.closing_steps + 1, th.zeros_like(self.closing_steps))
@@ -267,12 +283,80 @@ class StackCubeController(ScriptedController):
 
 
 class PegInsertionSideController(ScriptedController):
-    """PegInsertionSide-v1: not scripted yet in the end-effector delta space."""
+    """PegInsertionSide-v1: grasp the peg behind its middle, carry it in front of the hole, align, push it in.
+
+    While carrying, the hand target is the pose that puts the *peg* where it should be, given how the peg sits in
+    the hand now (``target_tcp = desired_peg * peg^-1 * tcp``), so slips in the grasp are corrected.
+    """
 
     def _act(self, env: Any) -> th.Tensor:
-        raise NotImplementedError(
-            "no scripted base for PegInsertionSide-v1 yet; use another base spec (e.g. 'zero' or a VLA)"
+        from mani_skill.utils.geometry.rotation_conversions import quaternion_to_axis_angle
+        from mani_skill.utils.structs.pose import Pose
+
+        tcp = env.agent.tcp.pose
+        peg = env.peg.pose
+        half_len = env.peg_half_sizes[:, 0]
+        grasped = env.agent.is_grasping(env.peg)
+        rot = quat_to_matrix(peg.q)
+        axis = rot[..., :, 0]  # peg axis, head at +x
+        grasp_point = peg.p - axis * th.clamp(half_len / 2 + 0.01, min=0.05)[:, None]
+        across = rot[..., :, 1]
+        pos_err, rotvec, gripper = self._grasp_from_above(
+            tcp.p, tcp.q, grasp_point, peg.q, grasped, th.atan2(across[:, 1], across[:, 0]), math.pi
         )
+        # carrying: desired peg pose = goal pose backed off along the hole axis; insert once lined up
+        goal = env.goal_pose
+        peg_in_goal = goal.inv() * peg
+        lateral = peg_in_goal.p[:, 1:].norm(dim=-1)
+        tilt = quaternion_to_axis_angle(peg_in_goal.q).norm(dim=-1)
+        lined_up = (lateral < 0.003) & (tilt < 0.02) & (peg_in_goal.p[:, 0] < -0.005)
+        # phases (latched, per env): 0 travel to the pre-insert pose above the box, 1 line up, 2 insert
+        self.phase = th.where(grasped, self.phase, th.zeros_like(self.phase))
+        self.phase = th.where((self.phase == 1) & lined_up, th.full_like(self.phase, 2), self.phase)
+        # inserting: advance 1 cm per step along the hole axis while the lateral and angular errors are corrected
+        inserting_back_off = (-peg_in_goal.p[:, 0] - 0.01).clamp_min(0.0)
+        back_off = th.where(self.phase == 2, inserting_back_off, half_len + 0.06)
+        offset = th.zeros_like(peg.p)
+        offset[:, 0] = -back_off
+        offset = offset + self.target_offset
+        desired_peg = goal * Pose.create_from_pq(p=offset)
+        tcp_target = desired_peg * peg.inv() * tcp
+        dq = quaternion_multiply(tcp_target.q, quaternion_invert(tcp.q))
+        dq = th.where(dq[:, :1] < 0, -dq, dq)
+        carry_rot = quaternion_to_axis_angle(dq)
+        carry_err = tcp_target.p - tcp.p
+        arrived = (self.phase == 0) & grasped & (carry_err.norm(dim=-1) < 0.01)
+        self.phase = th.where(arrived, th.ones_like(self.phase), self.phase)
+        # travelling: keep the peg 5 cm higher than the pre-insert pose until right above it (clears the box)
+        xy_far = carry_err[:, :2].norm(dim=-1) > 0.02
+        carry_err[:, 2] = th.where((self.phase == 0) & xy_far, carry_err[:, 2] + 0.05, carry_err[:, 2])
+        pos_err = th.where(grasped[:, None], carry_err, pos_err)
+        rotvec = th.where(grasped[:, None], carry_rot, rotvec)
+        # carrying: softer gains plus an integral term, which removes the steady sag of the PD arm under the peg
+        err = th.cat((pos_err, rotvec), dim=-1)
+        self.integral = th.where(grasped[:, None], (self.integral + err).clamp(-0.3, 0.3), th.zeros_like(err))
+        err = th.where(grasped[:, None], 0.5 * err + 0.1 * self.integral, err)
+        return pose_action(err[:, :3], err[:, 3:], gripper, max_pos=0.4)
+
+
+def quaternion_multiply(a: th.Tensor, b: th.Tensor) -> th.Tensor:
+    """Hamilton product of quaternions ``(N, 4)`` (w, x, y, z)."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return th.stack(
+        (
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ),
+        dim=-1,
+    )
+
+
+def quaternion_invert(q: th.Tensor) -> th.Tensor:
+    """Inverse of unit quaternions ``(N, 4)`` (w, x, y, z)."""
+    return q * th.tensor([1.0, -1.0, -1.0, -1.0], device=q.device, dtype=q.dtype)
 
 
 def make_controller(name: str, **kwargs: Any) -> ScriptedController:

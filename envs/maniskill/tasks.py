@@ -70,6 +70,8 @@ TASKS: dict[str, ManiSkillTask] = {
             instruction="pick up the peg and insert it into the hole in the box from the side",
             max_episode_steps=100,
             controller="PegInsertionSideController",
+            action_noise_std=0.0,
+            target_noise_std=0.002,
         ),
     )
 }
