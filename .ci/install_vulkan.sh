@@ -7,11 +7,16 @@
 # key, suite "<codename>-backports". No mirror host name is written here. Idempotent: does nothing when a
 # lavapipe >= 23 is already installed, and adds the backports entry only once.
 #
-# Usage: .ci/install_vulkan.sh          (as root, or with sudo available)
+# Usage: .ci/install_vulkan.sh             (as root, or with sudo available)
+#        .ci/install_vulkan.sh --dry-run   print the backports entry it would add, change nothing
 set -euo pipefail
 
 MIN_MESA_MAJOR=23
-LIST_FILE=/etc/apt/sources.list.d/sb3-vla-backports.sources
+SOURCES_DIR=${APT_SOURCES_DIR:-/etc/apt/sources.list.d}
+SOURCES_LIST=${APT_SOURCES_LIST:-/etc/apt/sources.list}
+LIST_FILE=$SOURCES_DIR/sb3-vla-backports.sources
+DRY_RUN=0
+[ "${1:-}" = "--dry-run" ] && DRY_RUN=1
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -33,7 +38,7 @@ have_lavapipe() {
     && ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1
 }
 
-if have_lavapipe; then
+if [ "$DRY_RUN" -eq 0 ] && have_lavapipe; then
   echo "install_vulkan.sh: lavapipe (mesa-vulkan-drivers $(mesa_major).x) and libvulkan1 already installed"
   exit 0
 fi
@@ -51,19 +56,19 @@ BACKPORTS="${CODENAME}-backports"
 
 backports_configured() {
   grep -rhsE "^[^#]*(Suites:.*[[:space:]]|deb[[:space:]].*[[:space:]])${BACKPORTS}([[:space:]]|$)" \
-    /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources >/dev/null 2>&1
+    "$SOURCES_LIST" "$SOURCES_DIR"/*.list "$SOURCES_DIR"/*.sources >/dev/null 2>&1
 }
 
-# Print "URI<TAB>SIGNED_BY<TAB>COMPONENTS" of the first enabled entry that serves the release's own suite.
+# Print "URI|SIGNED_BY|COMPONENTS" of the first enabled entry that serves the release's own suite.
 find_debian_entry() {
   local f
-  for f in /etc/apt/sources.list.d/*.sources; do
+  for f in "$SOURCES_DIR"/*.sources; do
     [ -r "$f" ] || continue
     awk -v suite="$CODENAME" '
       function flush() {
         if (types ~ /(^|[ \t])deb([ \t]|$)/ && enabled != "no" && uri != "" && (" " suites " ") ~ (" " suite " ")) {
           if (comps == "") comps = "main"
-          printf "%s\t%s\t%s\n", uri, signed, comps; found = 1; exit
+          printf "%s|%s|%s\n", uri, signed, comps; found = 1; exit
         }
         types = ""; uri = ""; suites = ""; signed = ""; comps = ""; enabled = ""
       }
@@ -81,7 +86,7 @@ find_debian_entry() {
       END { if (!found) flush() }
     ' "$f" | head -n1 | grep . && return 0
   done
-  if [ -r /etc/apt/sources.list ]; then
+  if [ -r "$SOURCES_LIST" ]; then
     # one-line form: deb [options] URI SUITE COMPONENTS...
     awk -v suite="$CODENAME" '
       $1 == "deb" {
@@ -90,29 +95,31 @@ find_debian_entry() {
                           if ($i ~ /signed-by=/) signed = $i; i++ }
         sub(/.*signed-by=/, "", signed); sub(/\]$/, "", signed)
         if ($(i + 1) == suite) { comps = ""; for (j = i + 2; j <= NF; j++) comps = comps (comps ? " " : "") $j
-                                 printf "%s\t%s\t%s\n", $i, signed, comps; exit }
-      }' /etc/apt/sources.list | head -n1 | grep . && return 0
+                                 printf "%s|%s|%s\n", $i, signed, comps; exit }
+      }' "$SOURCES_LIST" | head -n1 | grep . && return 0
   fi
   return 1
 }
 
-if backports_configured; then
+if [ "$DRY_RUN" -eq 0 ] && backports_configured; then
   echo "install_vulkan.sh: ${BACKPORTS} already in the apt sources"
 else
   if ! entry=$(find_debian_entry); then
     echo "install_vulkan.sh: no enabled apt entry for suite '${CODENAME}' found in /etc/apt; add ${BACKPORTS} by hand" >&2
     exit 1
   fi
-  IFS=$'\t' read -r URI SIGNED COMPS <<<"$entry"
-  echo "install_vulkan.sh: adding ${BACKPORTS} from the existing entry's URI (components: ${COMPS})"
-  {
+  IFS="|" read -r URI SIGNED COMPS <<<"$entry"
+  backports_entry() {
     echo "# Added by sb3-vla .ci/install_vulkan.sh: Mesa lavapipe >= ${MIN_MESA_MAJOR} for SAPIEN / ManiSkill3"
     echo "Types: deb"
     echo "URIs: ${URI}"
     echo "Suites: ${BACKPORTS}"
     echo "Components: ${COMPS}"
     if [ -n "$SIGNED" ]; then echo "Signed-By: ${SIGNED}"; fi
-  } | $SUDO tee "$LIST_FILE" >/dev/null
+  }
+  if [ "$DRY_RUN" -eq 1 ]; then backports_entry; exit 0; fi
+  echo "install_vulkan.sh: adding ${BACKPORTS} from the existing entry's URI (components: ${COMPS})"
+  backports_entry | $SUDO tee "$LIST_FILE" >/dev/null
 fi
 
 export DEBIAN_FRONTEND=noninteractive
