@@ -310,6 +310,8 @@ class SceneConfig:
     :param young: Young's modulus of the cloth (Pa).
     :param self_collision: cloth self-collision (needed for layering, costs 2.5-4x).
     :param timestep: physics timestep in seconds.
+    :param sleep: let the cloth fall asleep when at rest (MuJoCo sleeping islands); a grasp (an active equality to
+        an awake arm) wakes it. Saves about a third of the physics time over a scripted episode.
     """
 
     spacing: float = 1.0 / 30.0
@@ -317,6 +319,7 @@ class SceneConfig:
     young: float = 1e5
     self_collision: bool = True
     timestep: float = 0.01
+    sleep: bool = True
 
 
 CLOTH_RADIUS = 0.004
@@ -361,7 +364,9 @@ def scene_xml(mesh: ShirtMesh | None, config: SceneConfig) -> str:
     </flexcomp>"""
     xml = f"""<mujoco model="garment_fold">
   <compiler angle="radian" autolimits="true"/>
-  <option timestep="{config.timestep}" integrator="discrete" solver="CG" tolerance="1e-6"/>
+  <option timestep="{config.timestep}" integrator="discrete" solver="CG" tolerance="1e-6" sleep_tolerance="1e-3">
+    <flag sleep="{"enable" if config.sleep else "disable"}"/>
+  </option>
   <size memory="64M"/>
   <visual>
     <quality shadowsize="0" offsamples="0" numslices="8" numstacks="4" numquads="1"/>

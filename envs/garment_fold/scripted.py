@@ -214,7 +214,7 @@ class ScriptedFolder:
         def near(side: str, goal: np.ndarray, tol: float, ztol: float = 0.02) -> bool:
             return bool(np.linalg.norm(pinch[side][:2] - goal[:2]) < tol and abs(pinch[side][2] - goal[2]) < ztol)
 
-        if self.phase in (DESCEND, CLOSE, CARRY) and not all(held[s] for s in active) and self.phase == CARRY:
+        if self.phase == CARRY and not all(held[s] for s in active):
             # The cloth slipped (or a residual opened the hand): go back for it.
             self._set_phase(APPROACH)
         if self.phase == APPROACH:
