@@ -25,3 +25,14 @@ def register_envs() -> None:
 
     for task in maniskill_tasks.values():
         _register(task.env_id, "sb3_vla.envs.maniskill.env:ManiSkillEnv", kwargs={"task": task.task_id})
+
+    # LIBERO tasks as LIBERO-<Suite>-<task>-v0 (e.g. LIBERO-Goal-7-v0); libero is imported when an env is made
+    from sb3_vla.envs.libero.suites import all_env_ids as libero_env_ids
+
+    for env_id, suite, task_id, steps in libero_env_ids():
+        _register(
+            env_id,
+            "sb3_vla.envs.libero.env:LiberoEnv",
+            max_episode_steps=steps,
+            kwargs={"suite": suite, "task_id": task_id},
+        )

@@ -9,7 +9,16 @@ from sb3_vla.envs.libero.suites import ENV_ID_PREFIX, SUITES, LiberoSuite, all_e
 if TYPE_CHECKING:
     from sb3_vla.envs.libero.env import LiberoEnv
 
-__all__ = ["ENV_ID_PREFIX", "SUITES", "LiberoEnv", "LiberoSuite", "all_env_ids", "get_suite", "make_libero_env", "parse_env_id"]
+__all__ = [
+    "ENV_ID_PREFIX",
+    "SUITES",
+    "LiberoEnv",
+    "LiberoSuite",
+    "all_env_ids",
+    "get_suite",
+    "make_libero_env",
+    "parse_env_id",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,8 +1,9 @@
 """One LIBERO task as a Gymnasium env for residual RL: Dict observation, 7-D end-effector delta action.
 
-:class:`LiberoEnv` *holds* LIBERO's ``ControlEnv`` (robosuite underneath; its ``OffScreenRenderEnv`` minus the forced GL context) rather than wrapping a Gymnasium
-env, so ``env.unwrapped`` is the adapter: the residual wrappers find :attr:`LiberoEnv.instruction` and
-:meth:`LiberoEnv.scripted_action` there. LIBERO's env stays reachable as :attr:`LiberoEnv.libero_env`.
+:class:`LiberoEnv` *holds* LIBERO's ``ControlEnv`` (robosuite underneath; ``OffScreenRenderEnv`` minus its forced GL
+context) rather than wrapping a Gymnasium env, so ``env.unwrapped`` is the adapter: the residual wrappers find
+:attr:`LiberoEnv.instruction` and :meth:`LiberoEnv.scripted_action` there.
+LIBERO's env stays reachable as :attr:`LiberoEnv.libero_env`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from sb3_vla.envs.libero.suites import LiberoSuite, check_task_id, get_suite
 #: Our camera names -> robosuite camera names. Observation keys are ``<our name>_rgb``.
 CAMERAS = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
 #: Proprioception keys -> (robosuite observable, size).
-PROPRIO = {"ee_pos": ("robot0_eef_pos", 3), "ee_quat": ("robot0_eef_quat", 4), "gripper_qpos": ("robot0_gripper_qpos", 2)}
+PROPRIO = {
+    "ee_pos": ("robot0_eef_pos", 3),
+    "ee_quat": ("robot0_eef_quat", 4),
+    "gripper_qpos": ("robot0_gripper_qpos", 2),
+}
 #: The action that holds the arm still with the gripper open (LIBERO's gripper: -1 open, +1 close).
 IDLE_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)
 

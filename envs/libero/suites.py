@@ -1,4 +1,4 @@
-"""The LIBERO suites and our env ids ``LIBERO-<Suite>-<task>-v0``, without importing LIBERO (registration stays fast)."""
+"""The LIBERO suites and our env ids ``LIBERO-<Suite>-<task>-v0``, without importing LIBERO (fast to register)."""
 
 from __future__ import annotations
 
