@@ -187,13 +187,12 @@ def residual_sac(
     """
     from stable_baselines3 import SAC
 
-    from sb3_vla import make_residual_vec_env
-    from sb3_vla.extractor import VLAFeaturesExtractor
+    from sb3_vla import ResidualSACPolicy, VLAFeaturesExtractor, make_residual_vec_env
 
     env_id = f"ManiSkill-{task}"
     venv = make_residual_vec_env(env_id, base="scripted", n_envs=1, residual_scale=0.3, seed=seed)
     model = SAC(
-        "MultiInputPolicy",
+        ResidualSACPolicy,  # residual head starts at ~0: step 0 executes the base action
         venv,
         learning_starts=1000,
         policy_kwargs=dict(features_extractor_class=VLAFeaturesExtractor),

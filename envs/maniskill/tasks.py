@@ -48,6 +48,7 @@ TASKS: dict[str, ManiSkillTask] = {
             controller="PickCubeController",
             action_noise_std=0.1,
             target_noise_std=0.02,
+            base_success_rate=0.58,
         ),
         ManiSkillTask(
             "PushCube-v1",
@@ -56,6 +57,7 @@ TASKS: dict[str, ManiSkillTask] = {
             controller="PushCubeController",
             action_noise_std=0.2,
             target_noise_std=0.02,
+            base_success_rate=0.48,
         ),
         ManiSkillTask(
             "StackCube-v1",
@@ -64,6 +66,7 @@ TASKS: dict[str, ManiSkillTask] = {
             controller="StackCubeController",
             action_noise_std=0.1,
             target_noise_std=0.01,
+            base_success_rate=0.52,
         ),
         ManiSkillTask(
             "PegInsertionSide-v1",
@@ -71,7 +74,8 @@ TASKS: dict[str, ManiSkillTask] = {
             max_episode_steps=100,
             controller="PegInsertionSideController",
             action_noise_std=0.0,
-            target_noise_std=0.002,
+            target_noise_std=0.003,
+            base_success_rate=0.48,
         ),
     )
 }
