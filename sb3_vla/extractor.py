@@ -36,10 +36,13 @@ class ImageEncoder(nn.Module):
         super().__init__()
         self.channels_first = is_image_space_channels_first(space)
         c = space.shape[0] if self.channels_first else space.shape[-1]
+        h, w = (space.shape[1:] if self.channels_first else space.shape[:2])
+        # Nature-CNN strides for >= 64 px; gentler ones for small images so the feature map stays non-empty
+        k, st = ((8, 4), (4, 2)) if min(h, w) >= 64 else ((3, 2), (3, 2))
         self.cnn = nn.Sequential(
-            nn.Conv2d(c, 32, kernel_size=8, stride=4),
+            nn.Conv2d(c, 32, kernel_size=k[0], stride=k[1]),
             nn.ReLU(),
-            nn.Conv2d(32, 64, kernel_size=4, stride=2),
+            nn.Conv2d(32, 64, kernel_size=st[0], stride=st[1]),
             nn.ReLU(),
             nn.Conv2d(64, 64, kernel_size=3, stride=1),
             nn.ReLU(),

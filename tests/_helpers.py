@@ -113,3 +113,9 @@ class NaNBase(BaseModel):
         if self.step > self.after:
             action[batch.env_ids == self.bad_env] = np.nan
         return action, None
+
+
+def nan_base_factory(observation_space=None, action_space=None, **kwargs: Any) -> BaseModel:
+    """Spec ``tests._helpers:nan_base_factory``: a base that turns NaN after 50 queries (for the train CLI)."""
+    assert action_space is not None
+    return NaNBase(action_space, bad_env=0, after=50)

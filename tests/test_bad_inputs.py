@@ -76,6 +76,41 @@ def _bad_residual_action():
     env.step(np.array([np.nan, 0, 0], np.float32))
 
 
+class WrongImageEnv(ToyDictEnv):
+    """Declares a 32x32 uint8 image but emits something else."""
+
+    def __init__(self, shape=(16, 16, 3), dtype=np.uint8):
+        super().__init__(image_size=32)
+        self._shape, self._dtype = shape, dtype
+
+    def _obs(self):
+        obs = super()._obs()
+        obs["rgb"] = np.zeros(self._shape, self._dtype)
+        return obs
+
+
+def _wrong_image(shape, dtype):
+    env = VLAObservationWrapper(WrongImageEnv(shape, dtype), "zero")
+    env.reset(seed=0)
+
+
+def _missing_extra(monkeypatch_modules):
+    import importlib
+    import sys as _sys
+
+    saved = {k: _sys.modules.get(k) for k in ("transformers",)}
+    _sys.modules["transformers"] = None  # as if the [vla] extra were not installed
+    try:
+        importlib.invalidate_caches()
+        make_base("hf:/nonexistent/model", action_space=spaces.Box(-1, 1, (7,)))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                _sys.modules.pop(k, None)
+            else:
+                _sys.modules[k] = v
+
+
 def _yaml_file(tmp_path, text):
     p = tmp_path / "conf.yml"
     p.write_text(text)
@@ -204,6 +239,16 @@ CASES = {
         ValueError,
         r"exclude_keys \['vla_embedding'\]",
     ),
+    "image of the wrong size": (lambda tp: _wrong_image((16, 16, 3), np.uint8), ValueError,
+                                r"'rgb' has shape \(16, 16, 3\).*declares \(32, 32, 3\)"),
+    "image of the wrong dtype": (lambda tp: _wrong_image((32, 32, 3), np.float32), ValueError,
+                                 r"'rgb' has dtype float32.*uint8"),
+    "point cloud of the wrong shape": (
+        lambda tp: VLAFeaturesExtractor(spaces.Dict({"pcd": spaces.Box(-1, 1, (64,))}), pointcloud_keys=["pcd"]),
+        ValueError,
+        r"point cloud key 'pcd' must have shape \(N, C\), got \(64,\)",
+    ),
+    "missing optional extra": (lambda tp: _missing_extra(None), ImportError, r"pip install -e \"\.\[vla\]\""),
     "unwritable log folder": (
         lambda tp: train(_train_args(tp, "--log-folder", "/proc/sb3_vla_logs")),
         ValueError,

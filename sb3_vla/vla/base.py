@@ -66,7 +66,7 @@ class BaseModel(ABC):
                 return np.tile(self.action, (len(batch), 1)), None
     """
 
-    action_space: spaces.Box
+    action_space: spaces.Box | None  # None: an embedding-only base
     embedding_dim: int = 0
     chunk_size: int = 1
     obs_keys: tuple[str, ...] = ()
@@ -94,7 +94,5 @@ class BaseModel(ABC):
         """Release resources (GPU memory, renderers)."""
 
     def __repr__(self) -> str:
-        return (
-            f"{self.name}(action_shape={tuple(self.action_space.shape)}, embedding_dim={self.embedding_dim}, "
-            f"chunk_size={self.chunk_size})"
-        )
+        shape = None if self.action_space is None else tuple(self.action_space.shape)
+        return f"{self.name}(action_shape={shape}, embedding_dim={self.embedding_dim}, chunk_size={self.chunk_size})"

@@ -5,6 +5,7 @@ Spec forms:
 - ``zero``: :class:`~sb3_vla.vla.builtin.ZeroBase` in the env's action space.
 - ``scripted`` or ``scripted:<method>``: the env's own controller, ``env.unwrapped.<method>()``
   (default ``scripted_action``).
+- ``<action spec>+<embedding spec>``: an action base combined with embedding-only bases (``scripted+clip:...``).
 - ``<prefix>:<argument>``: a backend registered with :func:`register_base` (``hf:``, ``clip:``, ``module:``,
   ``sb3:`` ...).
 - ``<package.module>:<callable>``: any importable factory returning a :class:`BaseModel`; it is called with
@@ -115,6 +116,10 @@ def make_base(
             "wrap a plain function with sb3_vla.vla.CallableBase(fn, action_space)"
         )
     _load_optional_backends()
+    if "+" in spec.partition("?")[0]:  # an action base combined with embedding bases: 'scripted+clip:...'
+        from sb3_vla.vla.backends import make_composed_base
+
+        return make_composed_base(spec, observation_space, action_space, **base_kwargs)
     prefix, _, arg = spec.partition(":")
     if prefix in _REGISTRY:
         return _REGISTRY[prefix](arg, observation_space=observation_space, action_space=action_space, **base_kwargs)

@@ -152,12 +152,31 @@ class BaseQueryEngine:
                 self.instructions[i] = instr
 
     # ------------------------------------------------------------------ querying
+    def _check_obs(self, obs: dict[str, np.ndarray], b: int) -> None:
+        """Refuse observations that differ from the declared space (a wrong image size or dtype, a point cloud of
+        the wrong shape): the base would otherwise fail later with a less helpful message, or silently misread."""
+        for key, value in obs.items():
+            space = self.observation_space.spaces.get(key)
+            if not isinstance(space, spaces.Box):
+                continue
+            if value.shape[1:] != space.shape:
+                raise ValueError(
+                    f"observation key {key!r} has shape {value.shape[1:]} but the env's observation space declares "
+                    f"{space.shape}; make the env emit what it declares (e.g. its image_size / point count settings)"
+                )
+            if value.dtype != space.dtype and not (value.dtype.kind == space.dtype.kind == "f"):
+                raise ValueError(
+                    f"observation key {key!r} has dtype {value.dtype} but the env's observation space declares "
+                    f"{space.dtype}" + ("; images must be uint8 in [0, 255]" if space.dtype == np.uint8 else "")
+                )
+
     def _predict(
         self, obs: dict[str, np.ndarray], env_ids: np.ndarray, instructions: list[str | None]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Query the base on ``obs`` rows; return ``(chunks (B,H,*A_env), embeddings (B,D), bad (B,))``."""
         keys = self.base.obs_keys or tuple(obs)
         batch_obs = {k: obs[k] for k in keys}
+        self._check_obs(batch_obs, len(env_ids))
         env_outputs = None
         if self.base.env_query is not None:
             assert self.env_call is not None
