@@ -208,6 +208,14 @@ class LiberoEnv(gym.Env):
         self._set_cameras_enabled(False)  # no renders for the reset and the settle steps
         try:
             self.libero_env.reset()
+            # a fixed init state fixes qpos / qvel only: clear the rest (solver warm start, controls, the gripper's
+            # command) so that the same init state gives the same episode whatever ran before
+            import mujoco
+
+            mujoco.mj_resetData(self.sim.model._model, self.sim.data._data)
+            for robot in self.robosuite_env.robots:  # robosuite keeps the gripper's command across resets
+                if getattr(robot, "has_gripper", False):
+                    robot.gripper.current_action = np.zeros(robot.gripper.dof)
             self.libero_env.set_init_state(self.init_states[self.init_state_id])
             for _ in range(self.settle_steps):
                 self.libero_env.step(IDLE_ACTION)
