@@ -132,7 +132,8 @@ def _robosuite_sim() -> Any:
     sim = MjSim.from_xml_string(JOINTS_XML)
     sim.data.qpos[:] = np.linspace(0.1, 0.9, sim.model.nq)
     sim.data.qpos[3:7] = [1, 0, 0, 0]
-    sim.data.qpos[7:11] = [0.9, 0.1, 0.3, 0.2] / np.linalg.norm([0.9, 0.1, 0.3, 0.2])
+    quat = np.array([0.9, 0.1, 0.3, 0.2])
+    sim.data.qpos[7:11] = quat / np.linalg.norm(quat)
     sim.forward()
     return sim
 
