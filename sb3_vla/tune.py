@@ -119,7 +119,9 @@ class SearchSpace:
             raise ValueError(f"no search space for algorithm {self.algo!r}; tunable: {list(TUNABLE)}")
 
     @classmethod
-    def from_observation_space(cls, algo: str, observation_space: spaces.Space, residual: bool, **kwargs: Any) -> SearchSpace:
+    def from_observation_space(
+        cls, algo: str, observation_space: spaces.Space, residual: bool, **kwargs: Any
+    ) -> SearchSpace:
         """Detect the embedding / image / point-cloud keys of a (wrapped) env's observation space."""
         kinds: set[str] = set()
         if isinstance(observation_space, spaces.Dict):
@@ -319,7 +321,7 @@ def _wrappers_with_knobs(env_wrapper: Any, knobs: dict[str, Any]) -> list[Any]:
     items = env_wrapper if isinstance(env_wrapper, list) else [env_wrapper]
     out: list[Any] = []
     for item in items:
-        name, kwargs = (next(iter(item.items())) if isinstance(item, dict) else (item, {}))
+        name, kwargs = next(iter(item.items())) if isinstance(item, dict) else (item, {})
         kwargs = dict(kwargs or {})
         if name in OBS_WRAPPER_NAMES and "query_interval" in knobs:
             kwargs["query_interval"] = knobs["query_interval"]
@@ -331,7 +333,9 @@ def _wrappers_with_knobs(env_wrapper: Any, knobs: dict[str, Any]) -> list[Any]:
 
 def _has_vla_wrappers(entry: dict[str, Any]) -> bool:
     wrappers = entry.get("env_wrapper") or []
-    names = [next(iter(w)) if isinstance(w, dict) else w for w in (wrappers if isinstance(wrappers, list) else [wrappers])]
+    names = [
+        next(iter(w)) if isinstance(w, dict) else w for w in (wrappers if isinstance(wrappers, list) else [wrappers])
+    ]
     return any(n in OBS_WRAPPER_NAMES for n in names)
 
 
@@ -426,7 +430,7 @@ def _safe_url(url: str) -> str:
         from sqlalchemy.engine import make_url
 
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - only for error messages
+    except Exception:
         return url
 
 
@@ -556,7 +560,9 @@ class TuneSetup:
     def config(self, params: dict[str, Any]) -> ResolvedConfig:
         """The resolved config of a trial's parameters."""
         overrides = dict(self.overrides)
-        overrides.update(convert_residual_params(params, self.algo, self.policy_kwargs, self.residual_scale, self.n_envs))
+        overrides.update(
+            convert_residual_params(params, self.algo, self.policy_kwargs, self.residual_scale, self.n_envs)
+        )
         cfg = resolve(self.algo, self.env_id, self.hyperparams, overrides, base=self.base, n_timesteps=self.n_timesteps)
         cfg.env_kwargs.update(self.env_kwargs)
         return cfg
@@ -619,7 +625,9 @@ def make_setup(args: argparse.Namespace) -> TuneSetup:
     )
 
 
-def run_trial(setup: TuneSetup, params: dict[str, Any], trial: optuna.Trial, callbacks: list[BaseCallback] | None = None) -> float:
+def run_trial(
+    setup: TuneSetup, params: dict[str, Any], trial: optuna.Trial, callbacks: list[BaseCallback] | None = None
+) -> float:
     """Train one configuration and return its final mean evaluation return.
 
     :raises optuna.TrialPruned: pruned by the pruner, NaN/assertion errors in training, or a non-finite return.
@@ -699,7 +707,9 @@ def tune(args: argparse.Namespace) -> optuna.Study:
     max_total = getattr(args, "max_total_trials", None)
     if max_total:
         callbacks.append(
-            optuna.study.MaxTrialsCallback(max_total, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+            optuna.study.MaxTrialsCallback(
+                max_total, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+            )
         )
     if not args.verbose:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -718,8 +728,10 @@ def tune(args: argparse.Namespace) -> optuna.Study:
     path = write_best_yaml(study, setup, best_yaml, storage_url=storage_url)
     if args.verbose:
         print(f"Best trial #{best.number}: mean return {best.value:.2f}; params {best.params}")
-        print(f"Wrote the best configuration to {path}; train it with:\n"
-              f"  python -m sb3_vla.train --algo {args.algo} --env {args.env} --conf-file {path}")
+        print(
+            f"Wrote the best configuration to {path}; train it with:\n"
+            f"  python -m sb3_vla.train --algo {args.algo} --env {args.env} --conf-file {path}"
+        )
     try:
         report = Path(args.log_folder) / args.algo / f"{study_name}_trials.csv"
         study.trials_dataframe().to_csv(report)
@@ -758,7 +770,9 @@ def _py_expr(value: Any) -> str:
     raise ValueError(f"policy_kwargs value {value!r} cannot be written in a zoo YAML")
 
 
-def best_trial_entry(study: optuna.Study, setup: TuneSetup, trial: optuna.trial.FrozenTrial | None = None) -> dict[str, Any]:
+def best_trial_entry(
+    study: optuna.Study, setup: TuneSetup, trial: optuna.trial.FrozenTrial | None = None
+) -> dict[str, Any]:
     """The zoo YAML entry (keyed fields as in ``zoo_configs/<algo>.yml``) of the best (or the given) trial."""
     trial = trial or study.best_trial
     cfg = setup.config(trial.params)
@@ -809,8 +823,12 @@ def _default_extractor(policy_cls: Any) -> Any:
 
         if isinstance(policy_cls, type) and issubclass(
             policy_cls,
-            (policies.ResidualSACPolicy, policies.ResidualTQCPolicy, policies.ResidualTD3Policy,
-             policies.ResidualActorCriticPolicy),
+            (
+                policies.ResidualSACPolicy,
+                policies.ResidualTQCPolicy,
+                policies.ResidualTD3Policy,
+                policies.ResidualActorCriticPolicy,
+            ),
         ):
             return VLAFeaturesExtractor
     except ImportError:  # pragma: no cover
@@ -818,9 +836,7 @@ def _default_extractor(policy_cls: Any) -> Any:
     return None
 
 
-def write_best_yaml(
-    study: optuna.Study, setup: TuneSetup, path: str | Path, storage_url: str | None = None
-) -> Path:
+def write_best_yaml(study: optuna.Study, setup: TuneSetup, path: str | Path, storage_url: str | None = None) -> Path:
     """Write the best trial as ``{env_id: entry}`` to ``path`` (other env ids already in the file are kept)."""
     path = Path(path)
     entry = best_trial_entry(study, setup)
