@@ -178,7 +178,8 @@ def save_checkpoint(
 
 
 def _np_state() -> list[Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+    state: Any = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = state
     return [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
@@ -258,7 +259,7 @@ def load_checkpoint(model: BaseAlgorithm, path: str | Path) -> dict[str, Any]:
         rb = path / "replay_buffer.npz"
         if rb.is_file():
             with np.load(rb, allow_pickle=False) as data:
-                _restore_buffer(model.replay_buffer, data)  # type: ignore[arg-type]
+                _restore_buffer(model.replay_buffer, data)
     venv = model.get_vec_normalize_env()
     if venv is not None and (path / "vecnormalize.npz").is_file():
         with np.load(path / "vecnormalize.npz", allow_pickle=False) as data:

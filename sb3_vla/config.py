@@ -244,7 +244,7 @@ def resolve(
     hp.update(overrides)
 
     algo_cls = algos[algo]
-    valid = set(inspect.signature(algo_cls.__init__).parameters) - {"self", "env", "policy"}
+    valid = set(inspect.signature(algo_cls).parameters) - {"self", "env", "policy"}
     unknown = [k for k in hp if k not in valid and k not in ZOO_KEYS]
     if unknown:
         hints = {k: difflib.get_close_matches(k, sorted(valid | ZOO_KEYS), n=1) for k in unknown}
@@ -320,7 +320,7 @@ def resolve(
 
 
 def _check_types(hp: dict[str, Any], algo_cls: type, env_id: str) -> None:
-    params = inspect.signature(algo_cls.__init__).parameters
+    params = inspect.signature(algo_cls).parameters
     for key, value in hp.items():
         if key in ("n_timesteps", "n_envs"):
             ok = isinstance(value, int | float) or (isinstance(value, str) and _is_number(value))
@@ -331,14 +331,12 @@ def _check_types(hp: dict[str, Any], algo_cls: type, env_id: str) -> None:
         if p is None or p.default is inspect.Parameter.empty or p.default is None:
             continue
         default = p.default
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ValueError(f"{env_id}: {key} must be true or false, got {value!r}")
-        elif isinstance(default, int | float) and not callable(default):
-            if isinstance(value, bool) or not (
-                isinstance(value, int | float) or (isinstance(value, str) and (value.startswith("lin_") or _is_number(value)))
-            ):
-                raise ValueError(f"{env_id}: {key} must be a number, got {value!r}")
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        numeric_str = isinstance(value, str) and (value.startswith("lin_") or _is_number(value))
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"{env_id}: {key} must be true or false, got {value!r}")
+        if not isinstance(default, bool) and isinstance(default, int | float) and not (numeric or numeric_str):
+            raise ValueError(f"{env_id}: {key} must be a number, got {value!r}")
 
 
 def _is_number(value: str) -> bool:

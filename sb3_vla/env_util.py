@@ -73,7 +73,10 @@ def make_residual_vec_env(
             f"e.g. one of: {', '.join(sorted(k for k in gym.registry if not k.startswith('ALE/'))[:12])} ..."
         )
     if isinstance(vec_env_cls, str):
-        vec_env_cls = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}[vec_env_cls]
+        classes: dict[str, type[DummyVecEnv] | type[SubprocVecEnv]] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
+        if vec_env_cls not in classes:
+            raise ValueError(f"vec_env_cls must be 'dummy' or 'subproc', got {vec_env_cls!r}")
+        vec_env_cls = classes[vec_env_cls]
     venv = make_vec_env(
         env_id,
         n_envs=n_envs,

@@ -36,7 +36,7 @@ class ImageEncoder(nn.Module):
         super().__init__()
         self.channels_first = is_image_space_channels_first(space)
         c = space.shape[0] if self.channels_first else space.shape[-1]
-        h, w = (space.shape[1:] if self.channels_first else space.shape[:2])
+        h, w = space.shape[1:] if self.channels_first else space.shape[:2]
         # Nature-CNN strides for >= 64 px; gentler ones for small images so the feature map stays non-empty
         k, st = ((8, 4), (4, 2)) if min(h, w) >= 64 else ((3, 2), (3, 2))
         self.cnn = nn.Sequential(
@@ -111,11 +111,12 @@ def classify_key(
     """
     if key in embedding_keys:
         return "embedding"
-    if is_image_space(space, check_channels=False, normalized_image=normalized_image) and len(space.shape) == 3:
+    shape = space.shape or ()
+    if is_image_space(space, check_channels=False, normalized_image=normalized_image) and len(shape) == 3:
         return "image"
     if pointcloud_keys is not None:
         return "pointcloud" if key in pointcloud_keys else "vector"
-    if isinstance(space, spaces.Box) and len(space.shape) == 2 and space.shape[1] in (3, 6) and space.shape[0] >= 16:
+    if isinstance(space, spaces.Box) and len(shape) == 2 and shape[1] in (3, 6) and shape[0] >= 16:
         return "pointcloud"
     return "vector"
 
@@ -180,9 +181,10 @@ class VLAFeaturesExtractor(BaseFeaturesExtractor):
                 encoders[key] = ImageEncoder(space, cnn_output_dim)
                 total += cnn_output_dim
             elif kind == "pointcloud":
-                if len(space.shape) != 2:
+                shape = space.shape or ()
+                if len(shape) != 2:
                     raise ValueError(f"point cloud key {key!r} must have shape (N, C), got {space.shape}")
-                encoders[key] = PointNetEncoder(space.shape[1], pointnet_dims, pointnet_output_dim)
+                encoders[key] = PointNetEncoder(shape[1], pointnet_dims, pointnet_output_dim)
                 total += pointnet_output_dim
             elif kind == "embedding":
                 encoders[key] = EmbeddingEncoder(get_flattened_obs_dim(space), embedding_output_dim)

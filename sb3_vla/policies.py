@@ -37,8 +37,9 @@ def zero_residual_head(policy: BasePolicy, log_std_init: float | None = None) ->
     :param log_std_init: for SAC/TQC actors without gSDE, also make the state-dependent log-std start at this
         constant (zero weights, this bias): a smaller initial exploration noise than SB3's default.
     """
-    if hasattr(policy, "action_net"):  # on-policy ActorCriticPolicy
-        layer = _last_linear(policy.action_net)
+    action_net = getattr(policy, "action_net", None)
+    if isinstance(action_net, nn.Module):  # on-policy ActorCriticPolicy
+        layer = _last_linear(action_net)
         nn.init.zeros_(layer.weight)
         nn.init.zeros_(layer.bias)
         return

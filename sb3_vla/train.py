@@ -53,8 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algo", required=False, default="sac", choices=sorted(algorithms()), help="RL algorithm")
     p.add_argument("--env", required=False, help="gymnasium env id (e.g. GarmentFold-v0, Pendulum-v1)")
     p.add_argument("-n", "--n-timesteps", type=int, default=-1, help="total env steps (overrides the YAML)")
-    p.add_argument("--conf-file", default=None, help="rl-zoo-format YAML keyed by env id (default zoo_configs/<algo>.yml)")
-    p.add_argument("--base", default=None, help="frozen base spec: zero, scripted, hf:..., clip:..., module:..., sb3:...")
+    p.add_argument(
+        "--conf-file", default=None, help="rl-zoo-format YAML keyed by env id (default zoo_configs/<algo>.yml)"
+    )
+    p.add_argument(
+        "--base", default=None, help="frozen base spec: zero, scripted, hf:..., clip:..., module:..., sb3:..."
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (policy and base)")
     p.add_argument("-f", "--log-folder", default="logs")
@@ -68,8 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     p.add_argument("--verbose", type=int, default=1)
-    p.add_argument("--optimize", "--optimize-hyperparameters", dest="optimize", action="store_true",
-                   help="tune hyperparameters with Optuna (see python -m sb3_vla.tune)")
+    p.add_argument(
+        "--optimize",
+        "--optimize-hyperparameters",
+        dest="optimize",
+        action="store_true",
+        help="tune hyperparameters with Optuna (see python -m sb3_vla.tune)",
+    )
     p.add_argument("--n-trials", type=int, default=10)
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite file in the log folder)")
     p.add_argument("--study-name", default=None)
@@ -184,8 +193,9 @@ def _run_dir(log_folder: str, algo: str, env_id: str) -> Path:
         probe.unlink()
     except OSError as e:
         raise ValueError(f"log folder {str(root)!r} is not writable ({e}); pass --log-folder DIR") from e
-    n = 1 + max([int(p.name.rsplit("_", 1)[1]) for p in root.glob(f"{safe}_*") if p.name.rsplit("_", 1)[1].isdigit()]
-                or [0])
+    n = 1 + max(
+        [int(p.name.rsplit("_", 1)[1]) for p in root.glob(f"{safe}_*") if p.name.rsplit("_", 1)[1].isdigit()] or [0]
+    )
     path = root / f"{safe}_{n}"
     path.mkdir()
     return path
@@ -249,8 +259,9 @@ def train(args: argparse.Namespace) -> Path:
 
     env = build_vec_env(cfg, cfg.n_envs, args.seed, args.vec_env, args.device, str(run_dir / "monitor"))
     model = build_model(cfg, env, args.seed, args.device, str(run_dir / "tb"))
-    ckpt = CheckpointCallback(run_dir / "checkpoints", args.save_freq, config=_yaml_safe(cfg.saved),
-                              verbose=args.verbose)
+    ckpt = CheckpointCallback(
+        run_dir / "checkpoints", args.save_freq, config=_yaml_safe(cfg.saved), verbose=args.verbose
+    )
     remaining = cfg.n_timesteps
     if resume_dir is not None:
         last = latest_checkpoint(run_dir / "checkpoints")
@@ -290,8 +301,10 @@ def train(args: argparse.Namespace) -> Path:
             interrupted = ckpt.stop_requested is not None
     except BaseModelError as e:
         path = save_checkpoint(model, run_dir / "checkpoints", _yaml_safe(cfg.saved))
-        raise BaseModelError(f"{e}\nTraining stopped at step {model.num_timesteps}; checkpoint saved to {path}. "
-                             f"Resume with: python -m sb3_vla.train --resume {run_dir}") from e
+        raise BaseModelError(
+            f"{e}\nTraining stopped at step {model.num_timesteps}; checkpoint saved to {path}. "
+            f"Resume with: python -m sb3_vla.train --resume {run_dir}"
+        ) from e
     finally:
         env.close()
         if eval_env is not None:

@@ -119,8 +119,20 @@ def _yaml_file(tmp_path, text):
 
 def _train_args(tmp_path, *extra):
     return build_parser().parse_args(
-        ["--env", "Pendulum-v1", "--base", "zero", "-n", "64", "--log-folder", str(tmp_path / "logs"),
-         "--eval-freq", "0", "--no-progress", *extra]
+        [
+            "--env",
+            "Pendulum-v1",
+            "--base",
+            "zero",
+            "-n",
+            "64",
+            "--log-folder",
+            str(tmp_path / "logs"),
+            "--eval-freq",
+            "0",
+            "--no-progress",
+            *extra,
+        ]
     )
 
 
@@ -177,7 +189,11 @@ CASES = {
     ),
     "non-finite residual action": (lambda tp: _bad_residual_action(), ValueError, r"NaN/inf"),
     "non-finite base output": (lambda tp: _nan_step(), BaseModelError, r"NaN/inf for env index \[1\].*step"),
-    "base raises": (lambda tp: _raising_step(), BaseModelError, r"RaisingBase raised RuntimeError at env indices \[0\].*CUDA out of memory"),
+    "base raises": (
+        lambda tp: _raising_step(),
+        BaseModelError,
+        r"RaisingBase raised RuntimeError at env indices \[0\].*CUDA out of memory",
+    ),
     "base returns the wrong shape": (lambda tp: _wrong_shape_output(), BaseModelError, r"shape \(1, 5\)"),
     "query_interval zero": (
         lambda tp: VLAObservationWrapper(ToyDictEnv(), "zero", query_interval=0),
@@ -225,7 +241,9 @@ CASES = {
     ),
     "bad -params item": (lambda tp: parse_key_values(["learning_rate=0.1"]), ValueError, r"expected key:value"),
     "residual wrapper without a base in YAML": (
-        lambda tp: resolve("sac", "X-v0", {"n_timesteps": 1, "env_wrapper": ["sb3_vla.wrappers.ResidualActionWrapper"]}),
+        lambda tp: resolve(
+            "sac", "X-v0", {"n_timesteps": 1, "env_wrapper": ["sb3_vla.wrappers.ResidualActionWrapper"]}
+        ),
         ValueError,
         r"needs a base",
     ),
@@ -239,10 +257,16 @@ CASES = {
         ValueError,
         r"exclude_keys \['vla_embedding'\]",
     ),
-    "image of the wrong size": (lambda tp: _wrong_image((16, 16, 3), np.uint8), ValueError,
-                                r"'rgb' has shape \(16, 16, 3\).*declares \(32, 32, 3\)"),
-    "image of the wrong dtype": (lambda tp: _wrong_image((32, 32, 3), np.float32), ValueError,
-                                 r"'rgb' has dtype float32.*uint8"),
+    "image of the wrong size": (
+        lambda tp: _wrong_image((16, 16, 3), np.uint8),
+        ValueError,
+        r"'rgb' has shape \(16, 16, 3\).*declares \(32, 32, 3\)",
+    ),
+    "image of the wrong dtype": (
+        lambda tp: _wrong_image((32, 32, 3), np.float32),
+        ValueError,
+        r"'rgb' has dtype float32.*uint8",
+    ),
     "point cloud of the wrong shape": (
         lambda tp: VLAFeaturesExtractor(spaces.Dict({"pcd": spaces.Box(-1, 1, (64,))}), pointcloud_keys=["pcd"]),
         ValueError,
@@ -271,8 +295,14 @@ def test_bad_input(name, tmp_path):
 
 def _tiny_sac(env_factory=None):
     env = make_residual_vec_env("Pendulum-v1", base="zero", n_envs=1, residual_scale=1.0, seed=0)
-    return SAC("MultiInputPolicy", env, buffer_size=200, learning_starts=10, batch_size=8,
-               policy_kwargs=dict(net_arch=[8], features_extractor_class=VLAFeaturesExtractor))
+    return SAC(
+        "MultiInputPolicy",
+        env,
+        buffer_size=200,
+        learning_starts=10,
+        batch_size=8,
+        policy_kwargs=dict(net_arch=[8], features_extractor_class=VLAFeaturesExtractor),
+    )
 
 
 def test_checkpoint_missing_corrupted_and_mismatched(tmp_path):

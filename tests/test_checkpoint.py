@@ -20,10 +20,31 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cmd(log_folder, *extra):
-    return [sys.executable, "-m", "sb3_vla.train", "--algo", "sac", "--env", "Pendulum-v1", "--base", "zero",
-            "--log-folder", str(log_folder), "--eval-freq", "0", "--no-progress", "--seed", "3",
-            "-params", "learning_starts:50", "buffer_size:5000", "batch_size:32", "residual_scale:2.0",
-            "policy_kwargs:dict(net_arch=[32])", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "sb3_vla.train",
+        "--algo",
+        "sac",
+        "--env",
+        "Pendulum-v1",
+        "--base",
+        "zero",
+        "--log-folder",
+        str(log_folder),
+        "--eval-freq",
+        "0",
+        "--no-progress",
+        "--seed",
+        "3",
+        "-params",
+        "learning_starts:50",
+        "buffer_size:5000",
+        "batch_size:32",
+        "residual_scale:2.0",
+        "policy_kwargs:dict(net_arch=[32])",
+        *extra,
+    ]
 
 
 def _wait_for_checkpoint(run_root: Path, min_step: int, proc: subprocess.Popen, timeout: float = 900) -> Path:
@@ -46,8 +67,14 @@ def _buffer_len(ckpt: Path) -> int:
 
 def test_sigkill_then_resume_continues(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(_cmd(tmp_path, "-n", "1200", "--save-freq", "150"), cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        _cmd(tmp_path, "-n", "1200", "--save-freq", "150"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         ckpt = _wait_for_checkpoint(tmp_path, 450, proc)
     finally:
@@ -60,8 +87,9 @@ def test_sigkill_then_resume_continues(tmp_path):
     killed_buffer = _buffer_len(last)
     assert killed_at >= 450 and killed_buffer >= killed_at - 2
 
-    out = subprocess.run(_cmd(tmp_path, "--resume", str(run_dir)), cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run(
+        _cmd(tmp_path, "--resume", str(run_dir)), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"Resuming from {last} at step {killed_at}" in out.stdout
     final = latest_checkpoint(run_dir / "checkpoints")
@@ -74,9 +102,14 @@ def test_sigkill_then_resume_continues(tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path):
-    proc = subprocess.Popen(_cmd(tmp_path, "-n", "100000", "--save-freq", "200"), cwd=ROOT,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        _cmd(tmp_path, "-n", "100000", "--save-freq", "200"),
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     first = _wait_for_checkpoint(tmp_path, 200, proc)
     first_step = json.loads((first / "meta.json").read_text())["num_timesteps"]
     time.sleep(1.0)
@@ -90,9 +123,27 @@ def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path):
 
 def test_base_fault_saves_checkpoint_and_names_env_step_and_base(tmp_path):
     args = build_parser().parse_args(
-        ["--algo", "sac", "--env", "Pendulum-v1", "--base", "tests._helpers:nan_base_factory", "-n", "500",
-         "--log-folder", str(tmp_path), "--eval-freq", "0", "--save-freq", "0", "--no-progress",
-         "-params", "learning_starts:10", "buffer_size:1000", "policy_kwargs:dict(net_arch=[16])"]
+        [
+            "--algo",
+            "sac",
+            "--env",
+            "Pendulum-v1",
+            "--base",
+            "tests._helpers:nan_base_factory",
+            "-n",
+            "500",
+            "--log-folder",
+            str(tmp_path),
+            "--eval-freq",
+            "0",
+            "--save-freq",
+            "0",
+            "--no-progress",
+            "-params",
+            "learning_starts:10",
+            "buffer_size:1000",
+            "policy_kwargs:dict(net_arch=[16])",
+        ]
     )
     with pytest.raises(BaseModelError, match=r"NaNBase returned NaN/inf for env index \[0\].*checkpoint saved"):
         train(args)
@@ -102,9 +153,28 @@ def test_base_fault_saves_checkpoint_and_names_env_step_and_base(tmp_path):
 
 def test_nonfinite_zero_mode_keeps_training(tmp_path):
     args = build_parser().parse_args(
-        ["--algo", "sac", "--env", "Pendulum-v1", "--base", "tests._helpers:nan_base_factory", "-n", "200",
-         "--log-folder", str(tmp_path), "--eval-freq", "0", "--save-freq", "0", "--no-progress",
-         "-params", "learning_starts:10", "buffer_size:1000", "nonfinite:zero", "policy_kwargs:dict(net_arch=[16])"]
+        [
+            "--algo",
+            "sac",
+            "--env",
+            "Pendulum-v1",
+            "--base",
+            "tests._helpers:nan_base_factory",
+            "-n",
+            "200",
+            "--log-folder",
+            str(tmp_path),
+            "--eval-freq",
+            "0",
+            "--save-freq",
+            "0",
+            "--no-progress",
+            "-params",
+            "learning_starts:10",
+            "buffer_size:1000",
+            "nonfinite:zero",
+            "policy_kwargs:dict(net_arch=[16])",
+        ]
     )
     run_dir = train(args)
     meta = json.loads((latest_checkpoint(run_dir / "checkpoints") / "meta.json").read_text())

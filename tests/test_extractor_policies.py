@@ -28,10 +28,16 @@ def toy_venv(n_envs: int = 2, image_size: int = 36):
 def test_extractor_key_kinds_and_feature_size():
     space = toy_venv().observation_space
     kinds = {k: classify_key(k, s) for k, s in space.spaces.items()}
-    assert kinds == {"rgb": "image", "pcd": "pointcloud", "state": "vector", "vla_action": "vector",
-                     "vla_embedding": "embedding"}
-    ext = VLAFeaturesExtractor(space, mlp_net_arch=(16,), cnn_output_dim=32, pointnet_output_dim=24,
-                               embedding_output_dim=8)
+    assert kinds == {
+        "rgb": "image",
+        "pcd": "pointcloud",
+        "state": "vector",
+        "vla_action": "vector",
+        "vla_embedding": "embedding",
+    }
+    ext = VLAFeaturesExtractor(
+        space, mlp_net_arch=(16,), cnn_output_dim=32, pointnet_output_dim=24, embedding_output_dim=8
+    )
     assert ext.features_dim == 32 + 24 + 16 + 16 + 8
     obs = {k: th.as_tensor(np.stack([s.sample() for _ in range(5)])).float() for k, s in space.spaces.items()}
     obs["rgb"] = obs["rgb"] / 255.0
@@ -70,8 +76,13 @@ ALGOS = [
 @pytest.mark.parametrize("algo,policy,kwargs", ALGOS, ids=[a[0].__name__ for a in ALGOS])
 def test_algorithms_learn_from_zero_residual(algo, policy, kwargs, tmp_path):
     venv = toy_venv()
-    model = algo(policy, venv, seed=0, policy_kwargs=dict(net_arch=[32],
-                 features_extractor_kwargs=dict(cnn_output_dim=16)), **kwargs)
+    model = algo(
+        policy,
+        venv,
+        seed=0,
+        policy_kwargs=dict(net_arch=[32], features_extractor_kwargs=dict(cnn_output_dim=16)),
+        **kwargs,
+    )
     obs = venv.reset()
     action, _ = model.predict(obs, deterministic=True)
     assert np.abs(action).max() < 1e-3  # executed == base at step 0
@@ -91,8 +102,14 @@ def test_algorithms_learn_from_zero_residual(algo, policy, kwargs, tmp_path):
 
 def test_zero_residual_callback_on_stock_policy():
     venv = toy_venv()
-    model = SAC("MultiInputPolicy", venv, buffer_size=100, learning_starts=1000, seed=0,
-                policy_kwargs=dict(features_extractor_class=VLAFeaturesExtractor, net_arch=[16]))
+    model = SAC(
+        "MultiInputPolicy",
+        venv,
+        buffer_size=100,
+        learning_starts=1000,
+        seed=0,
+        policy_kwargs=dict(features_extractor_class=VLAFeaturesExtractor, net_arch=[16]),
+    )
     obs = venv.reset()
     assert np.abs(model.predict(obs, deterministic=True)[0]).max() > 1e-4  # stock init is not zero
     model.learn(4, callback=ZeroResidualInitCallback())

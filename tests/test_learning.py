@@ -21,8 +21,9 @@ def test_residual_sac_beats_biased_base():
     space = gym.make("Pendulum-v1").action_space
     base = CallableBase(lambda o: pendulum_controller(o, bias=BIAS), space, name="biased_pd")
     env = make_residual_vec_env("Pendulum-v1", base=base, n_envs=1, residual_scale=2.0, seed=0)
-    model = SAC(ResidualSACPolicy, env, learning_starts=300, learning_rate=1e-3, seed=0,
-                policy_kwargs=dict(net_arch=[64, 64]))
+    model = SAC(
+        ResidualSACPolicy, env, learning_starts=300, learning_rate=1e-3, seed=0, policy_kwargs=dict(net_arch=[64, 64])
+    )
     base_return, _ = evaluate_policy(model, _eval_env(base), n_eval_episodes=5, deterministic=True)
     model.learn(3000)
     final_return, _ = evaluate_policy(model, _eval_env(base), n_eval_episodes=5, deterministic=True)

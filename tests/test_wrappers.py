@@ -19,7 +19,7 @@ from sb3_vla import (
     ZeroBase,
     make_residual_vec_env,
 )
-from sb3_vla.wrappers import BaseModelError, IndexActionAdapter, LinearActionAdapter, ResidualScaleSchedule
+from sb3_vla.wrappers import IndexActionAdapter, LinearActionAdapter, ResidualScaleSchedule
 from tests._helpers import CountingChunkBase, NaNBase, ToyDictEnv, pendulum_controller
 
 
@@ -134,10 +134,9 @@ def test_base_reset_and_instruction_per_episode():
 def _vec_and_single(n_envs: int, seed: int, base_factory, steps: int = 25, **kw):
     venv = make_vec_env(lambda: ToyDictEnv(horizon=7), n_envs=n_envs, seed=seed)
     venv = VecResidualActionWrapper(VecVLAObservationWrapper(venv, base_factory(), query_interval=2), 0.3)
-    singles = []
-    for i in range(n_envs):
-        e = residual_env(ToyDictEnv(horizon=7), base_factory(), query_interval=2, residual_scale=0.3)
-        singles.append(e)
+    singles = [
+        residual_env(ToyDictEnv(horizon=7), base_factory(), query_interval=2, residual_scale=0.3) for _ in range(n_envs)
+    ]
     rng = np.random.default_rng(0)
     vobs = venv.reset()
     sobs = [e.reset(seed=seed + i)[0] for i, e in enumerate(singles)]

@@ -24,11 +24,12 @@ class ZeroBase(BaseModel):
 
     def __init__(self, action_space: spaces.Box, embedding_dim: int = 0) -> None:
         self.action_space = action_space
+        self._shape = tuple(action_space.shape)
         self.embedding_dim = int(embedding_dim)
 
     def predict(self, batch: VLABatch) -> tuple[np.ndarray, np.ndarray | None]:
         b = len(batch)
-        action = np.zeros((b, *self.action_space.shape), dtype=np.float32)
+        action = np.zeros((b, *self._shape), dtype=np.float32)
         emb = np.zeros((b, self.embedding_dim), dtype=np.float32) if self.embedding_dim else None
         return action, emb
 
@@ -62,8 +63,9 @@ class CallableBase(BaseModel):
             raise TypeError(f"CallableBase needs a callable, got {type(fn).__name__}")
         self.fn = fn
         self.action_space = action_space
+        self._shape = tuple(action_space.shape)
         self.batched = batched
-        self._name = name or getattr(fn, "__name__", type(fn).__name__)
+        self._name = str(name or getattr(fn, "__name__", type(fn).__name__))
 
     @property
     def name(self) -> str:
@@ -79,7 +81,7 @@ class CallableBase(BaseModel):
                 rows.append(self.fn(single["obs"]))
             else:
                 rows.append(self.fn(single))
-        return np.asarray(rows, dtype=np.float32).reshape(len(batch), *self.action_space.shape), None
+        return np.asarray(rows, dtype=np.float32).reshape(len(batch), *self._shape), None
 
 
 class EnvScriptedBase(BaseModel):
@@ -100,6 +102,7 @@ class EnvScriptedBase(BaseModel):
 
     def __init__(self, action_space: spaces.Box, method: str = "scripted_action") -> None:
         self.action_space = action_space
+        self._shape = tuple(action_space.shape)
         self.env_query = method
 
     @property
@@ -113,4 +116,4 @@ class EnvScriptedBase(BaseModel):
                 "use it through VLAObservationWrapper / VecVLAObservationWrapper"
             )
         action = np.asarray(batch.env_outputs, dtype=np.float32)
-        return action.reshape(len(batch), *self.action_space.shape), None
+        return action.reshape(len(batch), *self._shape), None

@@ -136,6 +136,5 @@ def make_base(
             raise TypeError(f"base factory {spec!r} returned {type(base).__name__}, expected a BaseModel")
         return base
     raise ValueError(
-        f"unknown base spec {spec!r}; known prefixes: {', '.join(registered_bases())}, "
-        "or '<package.module>:<factory>'"
+        f"unknown base spec {spec!r}; known prefixes: {', '.join(registered_bases())}, or '<package.module>:<factory>'"
     )

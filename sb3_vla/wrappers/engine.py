@@ -85,7 +85,7 @@ class BaseQueryEngine:
             raise ValueError(f"base {base.name} needs env.{base.env_query}() but no env access was given")
         self.base = base
         self.observation_space = observation_space
-        self.action_space = action_space
+        self.action_space: spaces.Box = action_space
         self.num_envs = int(num_envs)
         self.query_interval = int(query_interval)
         self.nonfinite = nonfinite

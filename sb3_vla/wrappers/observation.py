@@ -59,6 +59,8 @@ def _resolve_base(
     action_space: spaces.Space,
     base_kwargs: dict[str, Any] | None,
 ) -> BaseModel:
+    if not isinstance(action_space, spaces.Box):
+        raise TypeError(f"the VLA wrappers need a Box action space, got {action_space}")
     return make_base(base, observation_space=observation_space, action_space=action_space, **(base_kwargs or {}))
 
 
@@ -123,7 +125,7 @@ class VLAObservationWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         )
         self.default_instruction = instruction
         self.observation_space, self._kept = _injected_space(
-            self._raw_space, env.action_space, self.engine.embedding_dim, drop_keys, add_action
+            self._raw_space, self.engine.action_space, self.engine.embedding_dim, drop_keys, add_action
         )
         self._add_action = add_action
 
@@ -213,7 +215,7 @@ class VecVLAObservationWrapper(VecEnvWrapper):
             env_call=lambda method, ids: self.venv.env_method(method, indices=ids),
         )
         obs_space, self._kept = _injected_space(
-            raw_space, venv.action_space, self.engine.embedding_dim, drop_keys, add_action
+            raw_space, self.engine.action_space, self.engine.embedding_dim, drop_keys, add_action
         )
         super().__init__(venv, observation_space=obs_space)
         self._add_action = add_action

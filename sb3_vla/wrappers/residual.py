@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -14,7 +14,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 from sb3_vla.wrappers.engine import ACTION_KEY
 from sb3_vla.wrappers.residual_math import compose_action
 
-ResidualScale = Union[float, Sequence[float], np.ndarray, Callable[[int], Any], Mapping[str, float]]
+ResidualScale = float | Sequence[float] | np.ndarray | Callable[[int], Any] | Mapping[str, float]
 
 
 class ResidualScaleSchedule:
@@ -93,7 +93,7 @@ class _ResidualCore:
         self.base_key = base_key
         self.num_steps = 0
         if isinstance(residual_scale, Mapping):
-            residual_scale = ResidualScaleSchedule(**residual_scale)
+            residual_scale = ResidualScaleSchedule(**dict(residual_scale))  # type: ignore[arg-type]
         self._schedule = residual_scale if callable(residual_scale) else None
         self._fixed = None if self._schedule else _validate_scale(residual_scale, self.dim)
         self.residual_scale  # validate the schedule at step 0 # noqa: B018
