@@ -58,6 +58,7 @@ class BiasedPendulumBase(BaseModel):
 def biased_pendulum_base(*, observation_space: Any = None, action_space: Any = None, **kwargs: Any) -> BaseModel:
     """Factory for the base spec ``benchmarks.tune_pendulum:biased_pendulum_base``."""
     space = action_space if action_space is not None else gym.make("Pendulum-v1").action_space
+    assert isinstance(space, spaces.Box)
     return BiasedPendulumBase(space, float(kwargs.get("bias", BIAS)))
 
 
@@ -110,8 +111,8 @@ def base_only_returns() -> list[float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n-trials", type=int, default=20)
-    p.add_argument("--steps", type=int, default=2000, help="env steps per trial and per final training")
+    p.add_argument("--n-trials", type=int, default=10)
+    p.add_argument("--steps", type=int, default=1000, help="env steps per trial and per final training")
     p.add_argument("--log-folder", default="logs/tune_pendulum")
     p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--skip-study", action="store_true", help="re-use the study in --log-folder")
@@ -119,9 +120,33 @@ def main() -> None:
     best_yaml = str(Path(args.log_folder) / "sac" / "Pendulum-v1_best.yml")
     common = ["-params", f"base:{BASE_SPEC}", "learning_starts:200"]
     cmd = [
-        "python", "-m", "sb3_vla.tune", "--algo", "sac", "--env", "Pendulum-v1", "-n", str(args.steps),
-        "--n-trials", str(args.n_trials), "--n-evaluations", "2", "--eval-episodes", "5", "--n-startup-trials", "8",
-        "--pruner", "median", "--seed", "0", "-f", args.log_folder, "--best-yaml", best_yaml, "--verbose", "0",
+        "python",
+        "-m",
+        "sb3_vla.tune",
+        "--algo",
+        "sac",
+        "--env",
+        "Pendulum-v1",
+        "-n",
+        str(args.steps),
+        "--n-trials",
+        str(args.n_trials),
+        "--n-evaluations",
+        "2",
+        "--eval-episodes",
+        "5",
+        "--n-startup-trials",
+        "4",
+        "--pruner",
+        "median",
+        "--seed",
+        "0",
+        "-f",
+        args.log_folder,
+        "--best-yaml",
+        best_yaml,
+        "--verbose",
+        "0",
         *common,
     ]
     t0 = time.time()
@@ -133,7 +158,9 @@ def main() -> None:
 
     from sb3_vla.tune import default_storage
 
-    study = optuna.load_study(study_name="sac-Pendulum-v1", storage=default_storage(args.log_folder, "sac", "Pendulum-v1"))
+    study = optuna.load_study(
+        study_name="sac-Pendulum-v1", storage=default_storage(args.log_folder, "sac", "Pendulum-v1")
+    )
     states = [t.state.name for t in study.trials]
     counts = {s: states.count(s) for s in sorted(set(states))}
     best = study.best_trial
@@ -145,7 +172,9 @@ def main() -> None:
     def fmt(xs: list[float]) -> str:
         return f"{np.mean(xs):.1f} ± {np.std(xs):.1f}"
 
-    params = ", ".join(f"`{k}`={v:.4g}" if isinstance(v, float) else f"`{k}`={v}" for k, v in sorted(best.params.items()))
+    params = ", ".join(
+        f"`{k}`={v:.4g}" if isinstance(v, float) else f"`{k}`={v}" for k, v in sorted(best.params.items())
+    )
     body = f"""## Tuning: residual SAC on Pendulum-v1 over a biased base (`benchmarks/tune_pendulum.py`)
 
 Base: an energy-pumping swing-up + PD controller with a constant +{BIAS} N m torque bias. Every config trains
@@ -160,7 +189,7 @@ training with seeds {args.train_seeds} ({len(EVAL_SEEDS) * len(args.train_seeds)
 | best trial (#{best.number}) | {fmt(tuned)} |
 
 Study: {len(study.trials)} trials ({", ".join(f"{v} {k.lower()}" for k, v in counts.items())}), TPE sampler
-(8 random start-up trials), median pruner over 2 evaluations of 5 episodes, {study_s / 60:.0f} min on this machine
+(4 random start-up trials), median pruner over 2 evaluations of 5 episodes, {study_s / 60:.0f} min on this machine
 (shared CPU). Best trial value during the study: {best.value:.1f}. Best parameters: {params}.
 
 Study command:

@@ -464,12 +464,16 @@ def make_storage(
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     url = _with_driver(url)
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period if heartbeat_interval else None,
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-        )
+        with (
+            warnings.catch_warnings()
+        ):  # heartbeats are "experimental" in Optuna, and the way to recover from dead workers
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period if heartbeat_interval else None,
+                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            )
     except (ModuleNotFoundError, ImportError) as e:
         raise ValueError(
             f"cannot open the Optuna storage {_safe_url(url)!r}: its database driver is missing ({e}). "
@@ -650,7 +654,7 @@ def run_trial(
                 # the last evaluation point fell past the end: evaluate the final policy
                 sync_envs_normalization(env, eval_env)
                 mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=setup.eval_episodes, deterministic=True)
-                eval_cb.last_mean_reward = float(mean)
+                eval_cb.last_mean_reward = float(np.mean(mean))
                 eval_cb.report()
         except (AssertionError, ValueError) as e:
             # random hyperparameters can make NaN weights/actions: a pruned trial, not a failed study
@@ -753,12 +757,13 @@ def _py_expr(value: Any) -> str:
         inner = ", ".join(_py_expr(v) for v in value)
         return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
     if isinstance(value, type):
-        if issubclass(value, nn.Module) and getattr(nn, value.__name__, None) is value:
-            return f"nn.{value.__name__}"
+        name = value.__name__
+        if issubclass(value, nn.Module) and getattr(nn, name, None) is value:
+            return f"nn.{name}"
         import torch as th
 
-        if getattr(th.optim, value.__name__, None) is value:
-            return f"th.optim.{value.__name__}"
+        if getattr(th.optim, name, None) is value:
+            return f"th.optim.{name}"
         raise ValueError(
             f"policy_kwargs value {value.__module__}.{value.__qualname__} cannot be written in a zoo YAML "
             "(rl-zoo evaluates policy_kwargs with only th, nn, np in scope); use a dotted policy class that sets it"
@@ -793,8 +798,8 @@ def best_trial_entry(
             if fe_cls is not default_fe:
                 raise ValueError(
                     f"the best trial's features_extractor_class {fe_cls} is not the default of policy {policy!r}; "
-                    "a zoo YAML cannot name it (rl-zoo evaluates policy_kwargs with only th/nn/np): use a dotted policy "
-                    "class that defaults to it"
+                    "a zoo YAML cannot name it (rl-zoo evaluates policy_kwargs with only th/nn/np): use a dotted "
+                    "policy class that defaults to it"
                 )
             pk.pop("features_extractor_class")
         entry["policy_kwargs"] = _py_expr(pk)
@@ -812,7 +817,8 @@ def best_trial_entry(
         entry["env_kwargs"] = dict(setup.env_kwargs)
     from sb3_vla.train import _yaml_safe
 
-    return _yaml_safe(entry)  # type: ignore[no-any-return]
+    safe: dict[str, Any] = _yaml_safe(entry)
+    return safe
 
 
 def _default_extractor(policy_cls: Any) -> Any:

@@ -37,12 +37,19 @@ def biased_pendulum_base(arg: str = "", *, observation_space: Any = None, action
     return BiasedPendulumBase(action_space, float(kwargs.get("bias", BIAS)))
 
 
-class NaNRewardWrapper(gym.Wrapper):
-    """Rewards become NaN: a diverging trial's evaluation."""
+class NaNRewardPendulum(gym.Wrapper):
+    """Pendulum-v1 whose rewards are NaN (registered as ``NaNPendulum-v0``): a diverging trial's evaluation."""
+
+    def __init__(self) -> None:
+        super().__init__(gym.make("Pendulum-v1"))
 
     def step(self, action: Any):
         obs, _, terminated, truncated, info = self.env.step(action)
         return obs, float("nan"), terminated, truncated, info
+
+
+if "NaNPendulum-v0" not in gym.registry:
+    gym.register("NaNPendulum-v0", entry_point="tests._zoo_helpers:NaNRewardPendulum")
 
 
 class RaiseValueErrorCallback(BaseCallback):
@@ -54,5 +61,8 @@ class RaiseValueErrorCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self.after:
-            raise ValueError("Expected parameter loc (Tensor of shape (1, 1)) to satisfy the constraint Real(), but found invalid values: nan")
+            raise ValueError(
+                "Expected parameter loc (Tensor of shape (1, 1)) to satisfy the constraint Real(), "
+                "but found invalid values: nan"
+            )
         return True

@@ -16,16 +16,20 @@ from torch import nn
 
 pytest.importorskip("rl_zoo3")
 
-from sb3_vla.config import OBS_WRAPPER, RESIDUAL_WRAPPER, load_hyperparams, resolve  # noqa: E402
-from sb3_vla.extractor import VLAFeaturesExtractor  # noqa: E402
+from sb3_vla.config import OBS_WRAPPER, RESIDUAL_WRAPPER, load_hyperparams, resolve
+from sb3_vla.extractor import VLAFeaturesExtractor
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "zoo_configs"
 ALGOS = ("sac", "ppo", "tqc", "td3")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 # tiny budgets: no gradient step for off-policy algos before learning_starts, one short rollout for PPO
-TINY = {"sac": ["learning_starts:100"], "tqc": ["learning_starts:100"], "td3": ["learning_starts:100"],
-        "ppo": ["n_steps:64", "batch_size:64", "n_epochs:1"]}
+TINY = {
+    "sac": ["learning_starts:100"],
+    "tqc": ["learning_starts:100"],
+    "td3": ["learning_starts:100"],
+    "ppo": ["n_steps:64", "batch_size:64", "n_epochs:1"],
+}
 
 
 def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
@@ -67,9 +71,26 @@ def _run_dir(log: Path, algo: str, env_id: str) -> Path:
 
 def test_rl_zoo_train_and_enjoy_residual_sac_pendulum(tmp_path: Path) -> None:
     log = tmp_path / "logs"
-    run("-m", "rl_zoo3.train", "--algo", "sac", "--env", "Pendulum-v1", "--gym-packages", "sb3_vla",
-        "--conf-file", "zoo_configs/sac.yml", "-n", "300", "--eval-freq", "-1", "-f", str(log),
-        "-params", *TINY["sac"])
+    run(
+        "-m",
+        "rl_zoo3.train",
+        "--algo",
+        "sac",
+        "--env",
+        "Pendulum-v1",
+        "--gym-packages",
+        "sb3_vla",
+        "--conf-file",
+        "zoo_configs/sac.yml",
+        "-n",
+        "300",
+        "--eval-freq",
+        "-1",
+        "-f",
+        str(log),
+        "-params",
+        *TINY["sac"],
+    )
     run_dir = _run_dir(log, "sac", "Pendulum-v1")
     saved = yaml.unsafe_load((run_dir / "Pendulum-v1" / "config.yml").read_text())  # rl-zoo dumps an OrderedDict
     assert saved["policy"] == "sb3_vla.policies.ResidualSACPolicy"
@@ -80,35 +101,114 @@ def test_rl_zoo_train_and_enjoy_residual_sac_pendulum(tmp_path: Path) -> None:
     assert isinstance(model.policy.actor.features_extractor, VLAFeaturesExtractor)
     assert {"obs", "vla_action"} <= set(model.observation_space.spaces)  # type: ignore[attr-defined]
 
-    proc = run("-m", "rl_zoo3.enjoy", "--algo", "sac", "--env", "Pendulum-v1", "--gym-packages", "sb3_vla",
-               "-f", str(log), "-n", "220", "--no-render", "--deterministic")
+    proc = run(
+        "-m",
+        "rl_zoo3.enjoy",
+        "--algo",
+        "sac",
+        "--env",
+        "Pendulum-v1",
+        "--gym-packages",
+        "sb3_vla",
+        "-f",
+        str(log),
+        "-n",
+        "220",
+        "--no-render",
+        "--deterministic",
+    )
     assert "Episode Reward:" in proc.stdout and "Episode Length 200" in proc.stdout
 
 
 @pytest.mark.parametrize("algo", ["ppo", "tqc"])
 def test_rl_zoo_train_other_algos(tmp_path: Path, algo: str) -> None:
     log = tmp_path / "logs"
-    run("-m", "rl_zoo3.train", "--algo", algo, "--env", "Pendulum-v1", "--gym-packages", "sb3_vla",
-        "--conf-file", f"zoo_configs/{algo}.yml", "-n", "128", "--eval-freq", "-1", "-f", str(log),
-        "-params", *TINY[algo])
+    run(
+        "-m",
+        "rl_zoo3.train",
+        "--algo",
+        algo,
+        "--env",
+        "Pendulum-v1",
+        "--gym-packages",
+        "sb3_vla",
+        "--conf-file",
+        f"zoo_configs/{algo}.yml",
+        "-n",
+        "128",
+        "--eval-freq",
+        "-1",
+        "-f",
+        str(log),
+        "-params",
+        *TINY[algo],
+    )
     assert (_run_dir(log, algo, "Pendulum-v1") / "Pendulum-v1.zip").is_file()
 
 
 def test_rl_zoo_train_and_enjoy_garment_fold(tmp_path: Path) -> None:
     """The headline env through rl-zoo: 2 envs x 8 steps (it runs ~30 steps/s), then enjoy a few steps."""
     log = tmp_path / "logs"
-    run("-m", "rl_zoo3.train", "--algo", "sac", "--env", "GarmentFold-v0", "--gym-packages", "sb3_vla",
-        "--conf-file", "zoo_configs/sac.yml", "-n", "16", "--eval-freq", "-1", "-f", str(log), "-params",
-        "buffer_size:1000")
+    run(
+        "-m",
+        "rl_zoo3.train",
+        "--algo",
+        "sac",
+        "--env",
+        "GarmentFold-v0",
+        "--gym-packages",
+        "sb3_vla",
+        "--conf-file",
+        "zoo_configs/sac.yml",
+        "-n",
+        "16",
+        "--eval-freq",
+        "-1",
+        "-f",
+        str(log),
+        "-params",
+        "buffer_size:1000",
+    )
     run_dir = _run_dir(log, "sac", "GarmentFold-v0")
     assert (run_dir / "GarmentFold-v0" / "vecnormalize.pkl").is_file()
-    run("-m", "rl_zoo3.enjoy", "--algo", "sac", "--env", "GarmentFold-v0", "--gym-packages", "sb3_vla",
-        "-f", str(log), "-n", "5", "--no-render", "--deterministic")
+    run(
+        "-m",
+        "rl_zoo3.enjoy",
+        "--algo",
+        "sac",
+        "--env",
+        "GarmentFold-v0",
+        "--gym-packages",
+        "sb3_vla",
+        "-f",
+        str(log),
+        "-n",
+        "5",
+        "--no-render",
+        "--deterministic",
+    )
 
 
 def test_sb3_vla_train_reads_the_same_entry_for_garment_fold(tmp_path: Path) -> None:
-    run("-m", "sb3_vla.train", "--algo", "sac", "--env", "GarmentFold-v0", "-n", "16", "--eval-freq", "-1",
-        "--save-freq", "-1", "-f", str(tmp_path), "--no-progress", "-params", "buffer_size:1000")
+    run(
+        "-m",
+        "sb3_vla.train",
+        "--algo",
+        "sac",
+        "--env",
+        "GarmentFold-v0",
+        "-n",
+        "16",
+        "--eval-freq",
+        "-1",
+        "--save-freq",
+        "-1",
+        "-f",
+        str(tmp_path),
+        "--no-progress",
+        "-params",
+        "buffer_size:1000",
+    )
     run_dir = _run_dir(tmp_path, "sac", "GarmentFold-v0")
     cfg = yaml.safe_load((run_dir / "GarmentFold-v0" / "config.yml").read_text())
     assert cfg["env_wrapper"][1][RESIDUAL_WRAPPER]["absolute_dims"] == [60]
