@@ -9,6 +9,7 @@ Figures go to the ``maniskill`` section of ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
 
@@ -296,6 +297,8 @@ def main() -> None:
         ]
         print(lines[-1], flush=True)
 
+    load = os.getloadavg()
+    lines += ["", f"Load average (1, 5, 15 min) at the end of the run: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}."]
     body = "\n".join(lines)
     print(body)
     if not args.no_write and not q:
