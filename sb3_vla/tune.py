@@ -677,13 +677,15 @@ def default_storage(log_folder: str, algo: str, env_id: str) -> str:
 
 def tune(args: argparse.Namespace) -> optuna.Study:
     """Run ``args.n_trials`` trials (in this process) of the study named by ``args``; return the study."""
-    setup = make_setup(args)
+    if not args.env:
+        raise ValueError("--env is required (e.g. --env Pendulum-v1)")
     storage_url = args.storage or default_storage(args.log_folder, args.algo, args.env)
-    storage = make_storage(
+    storage = make_storage(  # first: an unreachable database fails before any env is built
         storage_url,
         heartbeat_interval=getattr(args, "heartbeat_interval", 60) or None,
         grace_period=getattr(args, "heartbeat_grace", 180),
     )
+    setup = make_setup(args)
     study_name = args.study_name or f"{args.algo}-{args.env}"
     n_startup = int(getattr(args, "n_startup_trials", 5))
     # one shared study, several workers: a per-process sampler seed keeps them from proposing the same points
