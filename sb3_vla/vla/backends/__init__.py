@@ -287,3 +287,5 @@ register_base("clip", _clip_factory)
 register_base("module", _module_factory)
 register_base("sb3", _sb3_factory)
 register_base("compose", _compose_factory)
+
+import sb3_vla.models  # noqa: E402, F401 - registers 'small-vla' (our behaviour-cloned VLA; torch loads lazily)

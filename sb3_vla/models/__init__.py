@@ -1,0 +1,112 @@
+"""Models of our own: :class:`~sb3_vla.models.small_vla.SmallVLA`, a small VLA trained by behaviour cloning.
+
+Importing this module registers the base spec prefix ``small-vla``:
+
+- ``small-vla`` or ``small-vla:garment_fold``: the shipped GarmentFold-v0 weights
+  (``sb3_vla/assets/garment_fold_vla.pt``, made by ``python -m sb3_vla.pretrain``; see its model card
+  ``garment_fold_vla.md``).
+- ``small-vla:<path/to/weights.pt>``: weights written by ``python -m sb3_vla.pretrain --out DIR``.
+
+Options (``?key=value`` or ``base_kwargs``): ``exec_horizon`` (actions of each chunk executed before the next
+query), ``device``. The base's action is the chunk's actions (joint targets + stage advance), its embedding the
+model's trunk output. The env needs the ``rgb`` observation (``rgb_obs=True``, 128x128).
+
+Example::
+
+    from sb3_vla.vla import make_base
+
+    env = gym.make("GarmentFold-v0", rgb_obs=True, image_size=128)
+    base = make_base("small-vla:garment_fold", env.observation_space, env.action_space)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gymnasium import spaces
+
+from sb3_vla.vla.base import BaseModel
+from sb3_vla.vla.registry import register_base
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+#: short names of the shipped weights
+SHIPPED = {"garment_fold": ASSETS / "garment_fold_vla.pt", "GarmentFold-v0": ASSETS / "garment_fold_vla.pt"}
+
+__all__ = ["ASSETS", "SHIPPED", "make_small_vla_base", "resolve_weights"]
+
+
+def resolve_weights(name: str) -> Path:
+    """The weights file of a shipped name (``garment_fold``) or a path; raises ``ValueError`` when missing."""
+    name = name or "garment_fold"
+    path = SHIPPED.get(name, Path(name).expanduser())
+    if not path.is_file():
+        raise ValueError(
+            f"small-vla weights {name!r} not found (looked for {str(path)!r}); use a shipped name "
+            f"({', '.join(sorted(SHIPPED))}) or a file written by 'python -m sb3_vla.pretrain --out DIR'"
+        )
+    return path
+
+
+def make_small_vla_base(
+    weights: str | Path = "garment_fold",
+    observation_space: spaces.Space | None = None,
+    action_space: spaces.Box | None = None,
+    exec_horizon: int | None = None,
+    device: str = "cpu",
+) -> BaseModel:
+    """A frozen :class:`~sb3_vla.models.small_vla.SmallVLA` as a base (a ``ModuleBase`` around it).
+
+    :param weights: a shipped name (``garment_fold``) or a weights file.
+    :param observation_space: the env's observation space (checked for the keys the model reads).
+    :param action_space: the env's action space (the base's action space when the shapes match).
+    :param exec_horizon: actions of each predicted chunk to execute (default: the trained value).
+    :param device: torch device.
+
+    Example::
+
+        base = make_small_vla_base("garment_fold", env.observation_space, env.action_space)
+        chunk, emb = base.predict(batch)  # (B, exec_horizon, 61), (B, 256)
+    """
+    from sb3_vla.models.small_vla import load_small_vla
+    from sb3_vla.vla.backends.module import ModuleBase
+
+    path = resolve_weights(str(weights))
+    overrides = {} if exec_horizon is None else {"exec_horizon": int(exec_horizon)}
+    model = load_small_vla(path, **overrides)
+    keys = (model.image_key, *model.state_keys)
+    if isinstance(observation_space, spaces.Dict):
+        missing = [k for k in keys if k not in observation_space.spaces]
+        if missing:
+            raise ValueError(
+                f"small-vla:{weights} reads observation keys {missing} the env lacks (it has "
+                f"{sorted(observation_space.spaces)}); for GarmentFold-v0 pass rgb_obs=True, image_size=128"
+            )
+    base = ModuleBase(
+        model,
+        observation_space=observation_space,
+        fallback_action_space=action_space,
+        obs_keys=keys,
+        instruction_key=model.instruction_key,
+        device=device,
+    )
+    base._name = f"small-vla:{weights}"
+    return base
+
+
+def _small_vla_factory(arg: str, *, observation_space: Any, action_space: Any, **kwargs: Any) -> BaseModel:
+    from sb3_vla.vla.backends._common import call_with_options, parse_options
+
+    name, opts = parse_options(arg)
+    options = {**opts, **kwargs}
+    return call_with_options(
+        make_small_vla_base,
+        f"small-vla:{name}",
+        name or "garment_fold",
+        observation_space=observation_space,
+        action_space=action_space,
+        **options,
+    )
+
+
+register_base("small-vla", _small_vla_factory)
