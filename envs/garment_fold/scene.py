@@ -230,7 +230,7 @@ def _finger(side: str, name: str, x: float, lengths: tuple[float, float, float],
         f'<geom type="capsule" fromto="0 0 0 0 0 {l2}" size="0.008" class="vis"/>'
         f'<body name="{p}_dist" pos="0 0 {l2}"><joint name="{p}_dip" axis="1 0 0" class="hand"/>'
         f'<geom type="capsule" fromto="0 0 0 0 0 {l3}" size="0.0075" class="vis"/>'
-        f'<site name="{p}_tip" pos="0 0 {l3}" size="0.004"/>'
+        f'<site name="{p}_tip" pos="0 0 {l3}" size="0.004" group="4"/>'
         f"</body></body></body>{meta_close}"
     )
 
@@ -251,7 +251,7 @@ def hand_xml(side: str) -> str:
         f'<geom type="capsule" fromto="0 0 0 0 0 0.03" size="0.009" class="vis"/>'
         f'<body name="{side}_th_dist_b" pos="0 0 0.03"><joint name="{side}_th_dist" axis="1 0 0" class="hand"/>'
         f'<geom type="capsule" fromto="0 0 0 0 0 0.025" size="0.008" class="vis"/>'
-        f'<site name="{side}_th_tip" pos="0 0 0.025" size="0.004"/>'
+        f'<site name="{side}_th_tip" pos="0 0 0.025" size="0.004" group="4"/>'
         f"</body></body></body></body>"
     )
     fingers = (
@@ -266,7 +266,7 @@ def hand_xml(side: str) -> str:
         f'<geom type="capsule" fromto="0 0 -0.02 0 0 0.01" size="0.022" class="vis"/>'
         f'<body name="{side}_palm" pos="0 0 0.015"><joint name="{side}_wr2" axis="0 1 0" class="wrist"/>'
         f'<geom type="box" size="0.042 0.012 0.045" pos="0 0 0.045" class="vis" rgba="0.85 0.7 0.6 1"/>'
-        f'<site name="{side}_pinch" pos="{_f(ps)}" size="0.006" rgba="1 0 0 0.6"/>'
+        f'<site name="{side}_pinch" pos="{_f(ps)}" size="0.006" rgba="1 0 0 0.6" group="4"/>'
         f"{thumb}{fingers}</body></body>"
     )
 
