@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def resolve_env_alias(env_id: str) -> str:
+    """Map a bare ManiSkill task id (``PickCube-v1``) to our SB3-compatible adapter (``ManiSkill-PickCube-v1``);
+    ManiSkill registers the bare ids itself, for batched torch envs SB3 cannot take."""
+    from sb3_vla.envs.maniskill.tasks import resolve_env_id
+
+    return resolve_env_id(env_id)
+
+
 def check_env_id(env_id: str) -> None:
     """Raise a clear error for an unregistered env id, with close matches."""
     if env_id in gym.registry:
@@ -246,6 +254,7 @@ def train(args: argparse.Namespace) -> Path:
         args = _args_for_resume(args, resume_dir)
     if not args.env:
         raise ValueError("--env is required (e.g. --env GarmentFold-v0)")
+    args.env = resolve_env_alias(args.env)
     check_env_id(args.env)
     cfg = resolve_from_args(args)
     set_random_seed(args.seed)
@@ -271,7 +280,9 @@ def train(args: argparse.Namespace) -> Path:
         remaining = cfg.n_timesteps - int(meta["num_timesteps"])
         print(f"Resuming from {last} at step {meta['num_timesteps']} ({max(remaining, 0)} steps to go)")
 
-    callbacks: list[BaseCallback] = [ckpt, VLAStatsCallback(), *_callbacks(cfg)]
+    configured = _callbacks(cfg)
+    stats = [] if any(isinstance(c, VLAStatsCallback) for c in configured) else [VLAStatsCallback()]
+    callbacks: list[BaseCallback] = [ckpt, *stats, *configured]
     eval_env = None
     if args.eval_freq > 0:
         eval_env = build_vec_env(cfg, args.n_eval_envs, args.seed + 10_000, "dummy", args.device, training=False)
