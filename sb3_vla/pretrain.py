@@ -351,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             th.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
-            sums["loss"] += float(loss)
+            sums["loss"] += loss.item()
             sums["mse"] += parts["mse"]
             sums["bce"] += parts["bce"]
         train_s += time.perf_counter() - t1

@@ -1,0 +1,159 @@
+"""SmallVLA (issue 5): the shipped weights as a base, the pretrain command end to end, frozen-encoder fine-tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+
+import sb3_vla  # noqa: F401 - registers GarmentFold-v0
+from sb3_vla.models import SHIPPED
+from sb3_vla.models.small_vla import FALLBACK_ID, SmallVLA, instruction_ids, load_small_vla
+from sb3_vla.vla import make_base
+from sb3_vla.vla.base import VLABatch
+
+SHIPPED_PT = SHIPPED["garment_fold"]
+
+
+@pytest.fixture(scope="module")
+def env() -> Any:
+    e = gym.make("GarmentFold-v0", rgb_obs=True, image_size=128)
+    yield e
+    e.close()
+
+
+def _batch(env: Any, n_steps: int = 0) -> VLABatch:
+    obs, info = env.reset(seed=3)
+    for _ in range(n_steps):
+        obs, _, _, _, info = env.step(env.unwrapped.scripted_action())
+    return VLABatch(
+        obs={k: np.asarray(v)[None] for k, v in obs.items()},
+        instructions=[info["instruction"]],
+        env_ids=np.zeros(1, dtype=np.int64),
+    )
+
+
+def test_shipped_weights_load_and_act(env: Any) -> None:
+    assert SHIPPED_PT.is_file(), "the shipped weights sb3_vla/assets/garment_fold_vla.pt are missing"
+    assert SHIPPED_PT.stat().st_size < 20e6
+    assert SHIPPED_PT.with_suffix(".md").is_file(), "the model card garment_fold_vla.md is missing"
+    base = make_base("small-vla:garment_fold", env.observation_space, env.action_space)
+    model = load_small_vla(SHIPPED_PT)
+    assert base.action_space is not None and base.action_space.shape == (61,)
+    assert base.chunk_size == model.exec_horizon and base.embedding_dim == model.embedding_dim
+    assert set(base.obs_keys) == {"rgb", *model.state_keys}
+    action, emb = base.predict(_batch(env, n_steps=2))
+    assert action.shape == (1, model.exec_horizon, 61) and np.all(np.isfinite(action))
+    assert np.all(action[..., :60] >= -1) and np.all(action[..., :60] <= 1)
+    assert np.all((action[..., 60] >= 0) & (action[..., 60] <= 1))
+    assert emb is not None and emb.shape == (1, model.embedding_dim) and np.all(np.isfinite(emb))
+
+    # the generic module: spec loads the same file (the model's defaults match the shipped config)
+    spec = f"module:sb3_vla.models.small_vla.SmallVLA@{SHIPPED_PT}?instruction_key=instruction"
+    generic = make_base(spec, env.observation_space, env.action_space)
+    action2, emb2 = generic.predict(_batch(env, n_steps=2))
+    np.testing.assert_allclose(action2, action, atol=1e-5)
+    np.testing.assert_allclose(emb2, emb, atol=1e-5)
+
+
+def test_shipped_base_batched_and_exec_horizon(env: Any) -> None:
+    base = make_base("small-vla:garment_fold?exec_horizon=1", env.observation_space, env.action_space)
+    one = _batch(env)
+    batch = VLABatch(
+        obs={k: np.repeat(v, 8, axis=0) for k, v in one.obs.items()},
+        instructions=one.instructions * 8,
+        env_ids=np.arange(8),
+    )
+    action, emb = base.predict(batch)
+    assert action.shape == (8, 1, 61) and emb is not None and emb.shape[0] == 8
+    np.testing.assert_allclose(action, np.repeat(action[:1], 8, axis=0), atol=1e-5)
+
+
+def test_small_vla_rejects_env_without_rgb() -> None:
+    e = gym.make("GarmentFold-v0")
+    try:
+        with pytest.raises(ValueError, match="rgb_obs=True"):
+            make_base("small-vla:garment_fold", e.observation_space, e.action_space)
+        with pytest.raises(ValueError, match="not found"):
+            make_base("small-vla:/nonexistent/weights.pt", e.observation_space, e.action_space)
+    finally:
+        e.close()
+
+
+def test_instruction_ids_and_stage_fallback() -> None:
+    vocab = ("a", "b")
+    assert instruction_ids(["b", "A ", "zzz"], 3, vocab).tolist() == [1, 0, 2]
+    assert instruction_ids(None, 2, vocab).tolist() == [2, 2]
+    th.manual_seed(0)
+    model = SmallVLA().eval()
+    obs: dict[str, Any] = {
+        "rgb": th.zeros(2, 128, 128, 3, dtype=th.uint8),
+        "joint_pos": th.zeros(2, 60),
+        "joint_vel": th.zeros(2, 60),
+        "held": th.zeros(2, 2),
+        "stage": th.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
+        "keypoints": th.zeros(2, 24),
+    }
+    with th.inference_mode():
+        from_stage = model(obs)  # no instruction strings: the stage one-hot names them
+        named = model({**obs, "instruction": list(model.vocab[1:3])})
+        unknown = model({**obs, "instruction": ["do a dance", "?"]})
+    assert model._text_ids({**obs, "instruction": ["do a dance"]}, 1).tolist() == [FALLBACK_ID]
+    th.testing.assert_close(from_stage, named)
+    assert not th.allclose(unknown, named)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
+    from sb3_vla.pretrain import main
+
+    out = tmp_path_factory.mktemp("pretrain")
+    work = out / "work"
+    args = ["--env", "GarmentFold-v0", "--demos", "2", "--epochs", "1", "--eval-episodes", "1"]
+    args += ["--max-episode-steps", "8", "--workers", "1", "--keep-failed", "--batch-size", "8"]
+    args += ["--out", str(out), "--name", "tiny", "--work-dir", str(work)]
+    meta = main(args)
+    return out, work, meta
+
+
+def test_pretrain_end_to_end(tiny_run: tuple[Path, Path, dict[str, Any]], env: Any) -> None:
+    out, _, meta = tiny_run
+    weights, card = out / "tiny.pt", out / "tiny.md"
+    assert weights.is_file() and card.is_file()
+    assert meta["demos"] == 2 and meta["episodes_trained"] == 2 and meta["steps_trained"] == 16
+    assert meta["eval_episodes"] == 1 and meta["eval_successes"] in (0, 1)
+    assert meta["parameters"] == meta["trainable_parameters"] > 0
+    text = card.read_text()
+    for needle in ("## Architecture", "## Data", "## Training", "## Evaluation", "parameters", "seeds"):
+        assert needle in text
+    # normalisation statistics come from the data, and the file is a base
+    model = load_small_vla(weights)
+    assert not th.allclose(model.state_std, th.ones_like(model.state_std))
+    base = make_base(f"small-vla:{weights}", env.observation_space, env.action_space)
+    action, emb = base.predict(_batch(env))
+    assert np.all(np.isfinite(action)) and emb is not None and np.all(np.isfinite(emb))
+
+
+def test_freeze_encoder_trains_only_the_head(tiny_run: tuple[Path, Path, dict[str, Any]]) -> None:
+    from sb3_vla.pretrain import main
+
+    out, work, _ = tiny_run
+    init = out / "tiny.pt"
+    args = ["--env", "GarmentFold-v0", "--demos", "2", "--epochs", "2", "--eval-episodes", "0"]
+    args += ["--max-episode-steps", "8", "--workers", "1", "--keep-failed", "--batch-size", "8", "--lr", "1e-2"]
+    args += ["--out", str(out), "--name", "tuned", "--work-dir", str(work), "--freeze-encoder", "--init", str(init)]
+    meta = main(args)  # re-uses the demos of the tiny run (same seeds and noise)
+    assert meta["freeze_encoder"] and meta["trainable_parameters"] < meta["parameters"]
+    before, after = load_small_vla(init).state_dict(), load_small_vla(out / "tuned.pt").state_dict()
+    assert before.keys() == after.keys()
+    for k in before:
+        if k.startswith("head."):
+            assert not th.equal(before[k], after[k]), f"head parameter {k} did not change"
+        else:
+            assert th.equal(before[k], after[k]), f"encoder parameter/buffer {k} changed"
+    with pytest.raises(SystemExit):
+        main(["--out", str(out), "--freeze-encoder"])  # needs --init
