@@ -28,7 +28,7 @@ from sb3_vla.vla import BaseModel, VLABatch  # noqa: E402
 
 
 def _batch(n: int, image_size: int, rng: np.random.Generator) -> VLABatch:
-    obs = {
+    obs: dict[str, np.ndarray] = {
         "rgb": rng.integers(0, 256, (n, image_size, image_size, 3), dtype=np.uint8),
         "state": rng.uniform(-1, 1, (n, 3)).astype(np.float32),
     }

@@ -141,7 +141,7 @@ def conversion_cost(num_envs: int, n_steps: int) -> dict[str, float]:
     out["sim"] = (time.perf_counter() - t0) / n_steps * 1e3
     for name, make in (
         ("ours", lambda: ManiSkillVecEnv("PickCube-v1", env=FakeBatchedSim(num_envs))),
-        ("maniskill_sb3", lambda: ManiSkillSB3VectorEnv(FakeBatchedSim(num_envs))),  # type: ignore[arg-type]
+        ("maniskill_sb3", lambda: ManiSkillSB3VectorEnv(FakeBatchedSim(num_envs))),
     ):
         venv = make()
         venv.reset()
@@ -161,7 +161,7 @@ def scripted_success(task: str, episodes: int, noise: bool = True, seed0: int = 
     from sb3_vla.envs.maniskill import ManiSkillEnv
 
     kwargs = {} if noise else dict(scripted_action_noise=0.0, scripted_target_noise=0.0)
-    env = ManiSkillEnv(task, **kwargs)  # type: ignore[arg-type]
+    env = ManiSkillEnv(task, **kwargs)
     wins, lengths = [], []
     for ep in range(episodes):
         env.reset(seed=seed0 + ep)
@@ -203,7 +203,7 @@ def residual_sac(
 
     def evaluate(policy: Any) -> float:
         env = make_residual_vec_env(env_id, base="scripted", n_envs=1, residual_scale=0.3, seed=10_000)
-        wins = []
+        wins: list[float] = []
         obs = env.reset()
         while len(wins) < eval_episodes:
             act = np.zeros((1, 7), np.float32) if policy is None else policy.predict(obs, deterministic=True)[0]

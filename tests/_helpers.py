@@ -45,8 +45,9 @@ class ToyDictEnv(gym.Env):
         self._t = 0
 
     def _obs(self) -> dict[str, np.ndarray]:
-        img = np.full(self.observation_space["rgb"].shape, int(127 * (self._state[0] + 1)), np.uint8)
-        pcd = np.tile(self._state[:3], (self.observation_space["pcd"].shape[0], 1)).astype(np.float32)
+        space: Any = self.observation_space
+        img = np.full(space["rgb"].shape, int(127 * (self._state[0] + 1)), np.uint8)
+        pcd = np.tile(self._state[:3], (space["pcd"].shape[0], 1)).astype(np.float32)
         return {"rgb": img, "pcd": pcd, "state": self._state.copy()}
 
     def target(self) -> np.ndarray:

@@ -66,7 +66,7 @@ class BaseModel(ABC):
                 return np.tile(self.action, (len(batch), 1)), None
     """
 
-    action_space: spaces.Box | None  # None: an embedding-only base
+    action_space: spaces.Box  # embedding-only bases (clip:) set None
     embedding_dim: int = 0
     chunk_size: int = 1
     obs_keys: tuple[str, ...] = ()
