@@ -25,6 +25,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch as th
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
@@ -71,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-freq", type=int, default=10_000, help="checkpoint every N env steps (<= 0: never)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    p.add_argument(
+        "--num-threads",
+        type=int,
+        default=-1,
+        help="torch CPU threads (default: 1 on CPU, where small RL nets gain nothing from more)",
+    )
     p.add_argument("--verbose", type=int, default=1)
     p.add_argument(
         "--optimize",
@@ -257,6 +264,9 @@ def train(args: argparse.Namespace) -> Path:
     args.env = resolve_env_alias(args.env)
     check_env_id(args.env)
     cfg = resolve_from_args(args)
+    threads = getattr(args, "num_threads", -1)
+    if threads > 0 or not th.cuda.is_available() or str(args.device).startswith("cpu"):
+        th.set_num_threads(threads if threads > 0 else 1)
     set_random_seed(args.seed)
     run_dir = resume_dir or _run_dir(args.log_folder, args.algo, args.env)
     params_dir = run_dir / args.env.replace("/", "-").replace(":", "-")
