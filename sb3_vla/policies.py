@@ -58,7 +58,22 @@ def zero_residual_head(policy: BasePolicy, log_std_init: float | None = None) ->
         target.load_state_dict(actor.state_dict())
 
 
-class ResidualSACPolicy(SACPolicy):
+class _ResidualOffPolicyMixin:
+    """Shared by the SAC and TQC residual policies: default extractor, zeroed mean head, initial log-std."""
+
+    def __init__(self, *args: Any, residual_log_std_init: float | None = -1.0, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", VLAFeaturesExtractor)
+        self.residual_log_std_init = residual_log_std_init
+        super().__init__(*args, **kwargs)
+        zero_residual_head(self, residual_log_std_init)  # type: ignore[arg-type]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()  # type: ignore[misc]
+        data["residual_log_std_init"] = self.residual_log_std_init
+        return data
+
+
+class ResidualSACPolicy(_ResidualOffPolicyMixin, SACPolicy):
     """SAC policy with :class:`VLAFeaturesExtractor` by default and a zero-initialised residual head.
 
     :param residual_log_std_init: initial log-std of the residual's exploration noise (``None``: SB3 default).
@@ -68,17 +83,6 @@ class ResidualSACPolicy(SACPolicy):
 
         model = SAC(ResidualSACPolicy, env)
     """
-
-    def __init__(self, *args: Any, residual_log_std_init: float | None = -1.0, **kwargs: Any) -> None:
-        kwargs.setdefault("features_extractor_class", VLAFeaturesExtractor)
-        self.residual_log_std_init = residual_log_std_init
-        super().__init__(*args, **kwargs)
-        zero_residual_head(self, residual_log_std_init)
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data["residual_log_std_init"] = self.residual_log_std_init
-        return data
 
 
 class ResidualTD3Policy(TD3Policy):
@@ -114,24 +118,15 @@ class ResidualActorCriticPolicy(MultiInputActorCriticPolicy):
 ResidualPPOPolicy = ResidualActorCriticPolicy
 
 
-class ResidualTQCPolicy(TQCPolicy):
+class ResidualTQCPolicy(_ResidualOffPolicyMixin, TQCPolicy):
     """TQC policy (sb3-contrib) with :class:`VLAFeaturesExtractor` by default and a zero-initialised residual head.
+
+    :param residual_log_std_init: see :class:`ResidualSACPolicy`.
 
     Example::
 
         model = TQC(ResidualTQCPolicy, env)
     """
-
-    def __init__(self, *args: Any, residual_log_std_init: float | None = -1.0, **kwargs: Any) -> None:
-        kwargs.setdefault("features_extractor_class", VLAFeaturesExtractor)
-        self.residual_log_std_init = residual_log_std_init
-        super().__init__(*args, **kwargs)
-        zero_residual_head(self, residual_log_std_init)
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data["residual_log_std_init"] = self.residual_log_std_init
-        return data
 
 
 class ZeroResidualInitCallback(BaseCallback):
