@@ -70,24 +70,39 @@ def _make_env():  # picklable factory for SubprocVecEnv
     return GarmentFoldEnv()
 
 
-def subproc_sps(steps: int, n_envs: int = 2) -> float:
-    """Total env steps/s of ``n_envs`` envs in SB3 ``SubprocVecEnv`` workers (scripted actions from the workers)."""
+def _proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux ``/proc``); NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def subproc_sps(steps: int, n_envs: int = 2) -> tuple[float, float]:
+    """Env steps/s of ``n_envs`` envs in SB3 ``SubprocVecEnv`` workers (scripted actions from the workers).
+
+    :return: ``(total env steps per wall second, env steps per CPU second of each worker)``; the second says how
+        fast each worker runs when it has a core, so it shows the scaling an otherwise idle machine would give.
+    """
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
     vec = SubprocVecEnv([_make_env for _ in range(n_envs)], start_method="spawn")
     vec.seed(0)
     vec.reset()
-    # The 150-step limit is the registered TimeLimit's job; here a plain env, so cycle episodes by hand.
     vec.env_method("scripted_action")  # warm up
+    pids = [p.pid for p in vec.processes if p.pid is not None]
+    cpu0 = [_proc_cpu_seconds(pid) for pid in pids]
     t0 = time.perf_counter()
     for i in range(steps):
         actions = np.stack(vec.env_method("scripted_action"))
         vec.step(actions)
-        if (i + 1) % 150 == 0:
+        if (i + 1) % 150 == 0:  # the registered TimeLimit's job; these are plain envs
             vec.reset()
     elapsed = time.perf_counter() - t0
+    cpu = [_proc_cpu_seconds(pid) - c for pid, c in zip(pids, cpu0)]
     vec.close()
-    return n_envs * steps / elapsed
+    return n_envs * steps / elapsed, steps / float(np.mean(cpu))
 
 
 def render_fps(frames: int, size: int = 128) -> tuple[float, float]:
@@ -171,7 +186,7 @@ def main(argv: list[str] | None = None) -> str:
 
     load_before = _load()
     sps, sps_step, sps_cpu = single_process_sps(args.steps)
-    vec = subproc_sps(args.vec_steps)
+    vec, vec_cpu = subproc_sps(args.vec_steps)
     fps, rgb_sps = render_fps(args.frames)
     load_mid = _load()
     stats = scripted_success(args.episodes)
@@ -192,6 +207,11 @@ def main(argv: list[str] | None = None) -> str:
             "env steps/s, 2 `SubprocVecEnv` workers (total)",
             f"{vec:.1f} ({vec / sps:.2f}x)",
             f">= {TARGET_SCALING}x: {ok(vec / sps >= TARGET_SCALING)}",
+        ),
+        (
+            "env steps per CPU-second of each worker (idle-machine scaling = 2 x this / 1-process per CPU-second)",
+            f"{vec_cpu:.1f} ({2 * vec_cpu / sps_cpu:.2f}x)",
+            "",
         ),
         ("rendered frames/s at 128x128 (renderer only)", f"{fps:.0f}", f">= {TARGET_FPS:.0f}: {ok(fps >= TARGET_FPS)}"),
         ("env steps/s with the 128x128 `rgb` observation", f"{rgb_sps:.1f}", ""),
