@@ -89,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-trials", type=int, default=10)
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite file in the log folder)")
     p.add_argument("--study-name", default=None)
+    return add_tune_arguments(p)
+
+
+def add_tune_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the tuning flags that ``python -m sb3_vla.train`` does not have."""
+    p.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
+    p.add_argument("--pruner", choices=["median", "halving", "none"], default="median")
+    p.add_argument("--n-startup-trials", type=int, default=5, help="random trials before TPE / pruning start")
+    p.add_argument("--n-evaluations", type=int, default=4, help="evaluations per trial (pruning points)")
+    p.add_argument("--max-total-trials", type=int, default=None, help="stop when the study has this many trials")
+    p.add_argument("--best-yaml", default=None, help="write the best trial here (default <log>/<algo>/<env>_best.yml)")
+    p.add_argument("--heartbeat-interval", type=int, default=60, help="seconds; 0: no heartbeat (RDB storages)")
+    p.add_argument("--heartbeat-grace", type=int, default=180, help="seconds before a silent RUNNING trial is FAIL")
+    p.add_argument("--query-intervals", type=int, nargs="+", default=None, help="query_interval choices (1 2 4)")
     return p
 
 

@@ -874,33 +874,21 @@ def write_best_yaml(study: optuna.Study, setup: TuneSetup, path: str | Path, sto
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def add_tune_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the tuning flags that ``python -m sb3_vla.train`` does not have."""
-    p.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
-    p.add_argument("--pruner", choices=["median", "halving", "none"], default="median")
-    p.add_argument("--n-startup-trials", type=int, default=5, help="random trials before TPE / pruning start")
-    p.add_argument("--n-evaluations", type=int, default=4, help="evaluations per trial (pruning points)")
-    p.add_argument("--max-total-trials", type=int, default=None, help="stop when the study has this many trials")
-    p.add_argument("--best-yaml", default=None, help="write the best trial here (default <log>/<algo>/<env>_best.yml)")
-    p.add_argument("--heartbeat-interval", type=int, default=60, help="seconds; 0: no heartbeat (RDB storages)")
-    p.add_argument("--heartbeat-grace", type=int, default=180, help="seconds before a silent RUNNING trial is FAIL")
-    p.add_argument("--query-intervals", type=int, nargs="+", default=None, help="query_interval choices (1 2 4)")
-    return p
-
-
 def build_parser() -> argparse.ArgumentParser:
     from sb3_vla.train import build_parser as train_parser
 
-    p = train_parser()
+    p = train_parser()  # it has the tuning flags too (add_tune_arguments)
     p.prog = "python -m sb3_vla.tune"
     p.description = __doc__.split("\n\n")[0] if __doc__ else None
     p.set_defaults(eval_episodes=5, n_trials=10)
-    return add_tune_arguments(p)
+    return p
 
 
 def tune_from_train_args(args: argparse.Namespace) -> optuna.Study | None:
     """Entry point of ``python -m sb3_vla.train --optimize``: tune with the train flags (tuning-only flags take
     their defaults; ``python -m sb3_vla.tune`` has them all)."""
+    from sb3_vla.train import add_tune_arguments
+
     defaults = vars(add_tune_arguments(argparse.ArgumentParser()).parse_args([]))
     for key, value in defaults.items():
         if not hasattr(args, key):

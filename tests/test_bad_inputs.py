@@ -273,6 +273,13 @@ CASES = {
         r"point cloud key 'pcd' must have shape \(N, C\), got \(64,\)",
     ),
     "missing optional extra": (lambda tp: _missing_extra(None), ImportError, r"pip install -e \"\.\[vla\]\""),
+    "Optuna storage that cannot be reached": (
+        lambda tp: __import__("sb3_vla.tune", fromlist=["make_storage"]).make_storage(
+            "postgresql+psycopg2://u:pw@127.0.0.1:9/nodb"
+        ),
+        ValueError,
+        r"cannot reach the Optuna storage .*127\.0\.0\.1:9",
+    ),
     "unwritable log folder": (
         lambda tp: train(_train_args(tp, "--log-folder", "/proc/sb3_vla_logs")),
         ValueError,

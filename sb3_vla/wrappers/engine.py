@@ -239,7 +239,7 @@ class BaseQueryEngine:
         ids = np.flatnonzero(self.needs_query)
         bad_all = np.zeros(self.num_envs, dtype=bool)
         if len(ids):
-            sub = {k: v[ids] for k, v in obs.items()}
+            sub = obs if len(ids) == self.num_envs else {k: v[ids] for k, v in obs.items()}  # no copy when all query
             chunks, emb, bad = self._predict(sub, ids, [self.instructions[i] for i in ids])
             h = chunks.shape[1]
             if h != self.chunk_size:  # a base may return shorter chunks than it declares
