@@ -1,0 +1,697 @@
+"""Learning benchmark: frozen base vs RL from scratch vs residual RL, with and without the base's embedding.
+
+Arms, all on the same seeds, env-step budget and evaluation protocol:
+
+- ``base``: the frozen base alone (zero residual); its metric is the horizontal line to beat. It does not learn, so
+  it is evaluated once per seed and that value is written at every evaluation step.
+- ``scratch``: SAC / PPO from scratch with no base (a zero base and a residual scale covering the whole action
+  range, so the agent sets the action itself); stock ``MultiInputPolicy`` with :class:`VLAFeaturesExtractor`.
+- ``residual``: residual RL on the base action only (``vla_embedding`` excluded from the policy's inputs).
+- ``residual_emb``: residual RL with ``vla_embedding`` in the observation (the hybrid).
+- ``emb_only``: residual RL that sees only ``vla_action`` and ``vla_embedding`` (no proprioceptive / privileged
+  env keys): how much the frozen model's features carry on their own.
+
+The embedding arms need a base that gives an embedding. Pendulum-v1 uses a biased swing-up controller plus a
+frozen random MLP of the observation as its "embedding" (a stand-in for a frozen trunk, not a VLA); GarmentFold-v0
+composes the scripted folder with the shipped small VLA's embedding (``compose:scripted+small-vla:garment_fold``)
+when its weights exist; the ManiSkill scripted bases give none. Arms that cannot run are listed as not applicable
+in the output, never silently dropped.
+
+Metric: the success rate (``info["is_success"]`` at any step of an episode, in percent) where the env reports
+success, else the mean episode return. Writes, under ``--out``: ``<env>_<algo>.csv`` (arm, seed, step, metric,
+appended after every evaluation, so a killed run keeps its data and a re-run skips finished (arm, seed) pairs),
+``<env>_<algo>.png`` (metric vs env steps, mean over seeds with a 95% bootstrap band) and the table in section
+``learning_<env>_<algo>`` of ``benchmarks/RESULTS.md``.
+
+Run: ``python benchmarks/learning.py --env Pendulum-v1 --algo sac --seeds 3 --steps 5000``
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere: `python benchmarks/learning.py`
+    sys.path.insert(0, str(ROOT))
+
+ARMS = ("base", "scratch", "residual", "residual_emb", "emb_only")
+ARM_TITLES = {
+    "base": "base alone (frozen)",
+    "scratch": "RL from scratch (no base)",
+    "residual": "residual on base action",
+    "residual_emb": "residual + vla_embedding",
+    "emb_only": "residual, vla_* keys only",
+}
+FIELDS = ["arm", "seed", "step", "metric", "episodes", "wall_s"]
+EMBEDDING_KEY = "vla_embedding"
+ACTION_KEY = "vla_action"
+PENDULUM_BIAS = 2.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bases and per-env settings
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _pendulum_base(with_embedding: bool, embedding_dim: int = 32) -> Any:
+    """Biased swing-up + PD controller for Pendulum-v1 (return about -470..-800) and, optionally, a frozen random
+    two-layer tanh MLP of the observation as its embedding ``(B, embedding_dim)``."""
+    import gymnasium as gym
+
+    from sb3_vla.vla import BaseModel, VLABatch
+    from tests._helpers import pendulum_controller
+
+    space = gym.make("Pendulum-v1").action_space
+
+    class BiasedPendulumBase(BaseModel):
+        def __init__(self) -> None:
+            self.action_space = space  # type: ignore[assignment]
+            self.embedding_dim = embedding_dim if with_embedding else 0
+            rng = np.random.default_rng(12345)  # fixed: the "pretrained" weights are part of the base
+            self.w1 = rng.normal(0, 1.0, (3, 64)).astype(np.float32)
+            self.w2 = rng.normal(0, 1.0 / 8.0, (64, embedding_dim)).astype(np.float32)
+
+        @property
+        def name(self) -> str:
+            return f"biased_pendulum(bias={PENDULUM_BIAS}, embedding={self.embedding_dim})"
+
+        def predict(self, batch: VLABatch) -> tuple[np.ndarray, np.ndarray | None]:
+            obs = np.asarray(batch.obs["obs"], dtype=np.float32).reshape(len(batch), 3)
+            action = np.stack([pendulum_controller(o, bias=PENDULUM_BIAS) for o in obs]).astype(np.float32)
+            if not self.embedding_dim:
+                return action, None
+            return action, np.tanh(np.tanh(obs @ self.w1) @ self.w2).astype(np.float32)
+
+    return BiasedPendulumBase()
+
+
+def _small_vla_available() -> bool:
+    try:
+        from sb3_vla.models import resolve_weights
+
+        resolve_weights("garment_fold")
+        return True
+    except (ImportError, ValueError):
+        return False
+
+
+@dataclass
+class EnvSetup:
+    """How one env is benchmarked: its bases, keys and hyperparameters."""
+
+    env_id: str
+    metric: str  # "success" (percent) or "return"
+    margin: float  # target: base + margin (points or return units)
+    base: Callable[[], Any] | str  # action-only base
+    emb_base: Callable[[], Any] | str | None  # base with an embedding (None: embedding arms not applicable)
+    emb_note: str
+    residual_scale: float
+    absolute_dims: tuple[int, ...] = ()
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    emb_env_kwargs: dict[str, Any] = field(default_factory=dict)
+    ignore_keys: tuple[str, ...] = ()  # raw keys no arm's policy reads (e.g. the VLA's camera image)
+    sac_kwargs: dict[str, Any] = field(default_factory=dict)
+    ppo_kwargs: dict[str, Any] = field(default_factory=dict)
+    extractor_kwargs: dict[str, Any] = field(default_factory=dict)
+    net_arch: list[int] = field(default_factory=lambda: [256, 256])
+
+
+def env_setup(env_id: str) -> EnvSetup:
+    """The benchmark settings of ``env_id`` (Pendulum-v1, GarmentFold-v0, ManiSkill-*)."""
+    if env_id == "Pendulum-v1":
+        return EnvSetup(
+            env_id,
+            metric="return",
+            margin=200.0,
+            base=lambda: _pendulum_base(False),
+            emb_base=lambda: _pendulum_base(True),
+            emb_note="biased PD controller + a frozen random 2-layer tanh MLP of the observation (32-d) as embedding",
+            residual_scale=2.0,
+            sac_kwargs=dict(learning_rate=1e-3, learning_starts=300, batch_size=256),
+            ppo_kwargs=dict(n_steps=512, batch_size=64, learning_rate=1e-3, gamma=0.98),
+            net_arch=[64, 64],
+        )
+    if env_id == "GarmentFold-v0":
+        have_vla = _small_vla_available()
+        return EnvSetup(
+            env_id,
+            metric="success",
+            margin=20.0,
+            base="scripted",
+            emb_base="compose:scripted+small-vla:garment_fold" if have_vla else None,
+            emb_note=(
+                "scripted folder's action + the shipped small VLA's trunk embedding "
+                "(compose:scripted+small-vla:garment_fold, env rendered with rgb_obs=True at 128 px)"
+                if have_vla
+                else "not applicable: the scripted folder gives no embedding and the small VLA's weights "
+                "(sb3_vla/assets/garment_fold_vla.pt) were missing when this ran"
+            ),
+            residual_scale=0.15,
+            emb_env_kwargs=dict(rgb_obs=True, image_size=128),
+            ignore_keys=("rgb",),
+            sac_kwargs=dict(learning_rate=3e-4, learning_starts=500, batch_size=256, gamma=0.98, tau=0.01),
+            ppo_kwargs=dict(n_steps=256, batch_size=128, learning_rate=3e-4, gamma=0.98),
+            extractor_kwargs=dict(mlp_net_arch=[64], pointnet_dims=[64, 128], pointnet_output_dim=128),
+        )
+    if env_id.startswith("ManiSkill-"):
+        return EnvSetup(
+            env_id,
+            metric="success",
+            margin=20.0,
+            base="scripted",
+            emb_base=None,
+            emb_note="not applicable: the ManiSkill scripted base gives no embedding",
+            residual_scale=0.3,
+            sac_kwargs=dict(learning_rate=3e-4, learning_starts=500, batch_size=256, gamma=0.97, tau=0.01),
+            ppo_kwargs=dict(n_steps=256, batch_size=128, learning_rate=3e-4, gamma=0.97),
+        )
+    raise ValueError(f"no benchmark settings for env {env_id!r}; use Pendulum-v1, GarmentFold-v0 or ManiSkill-<task>")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One (arm, seed) run
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _make_env(setup: EnvSetup, arm: str, n_envs: int, seed: int, vec_env_cls: str) -> Any:
+    import gymnasium as gym
+
+    from sb3_vla import ZeroBase, make_residual_vec_env
+
+    if arm == "scratch":
+        space = gym.make(setup.env_id, **setup.env_kwargs).action_space
+        assert isinstance(space, gym.spaces.Box)
+        # zero base + a scale spanning the action range: the agent chooses the whole action
+        scale = np.maximum(np.abs(space.low), np.abs(space.high)).astype(np.float64)
+        return make_residual_vec_env(
+            setup.env_id,
+            base=ZeroBase(space),
+            n_envs=n_envs,
+            residual_scale=scale,
+            seed=seed,
+            env_kwargs=setup.env_kwargs,
+            vec_env_cls=vec_env_cls,
+            keep_base_in_obs=False,
+        )
+    emb = arm in ("residual_emb", "emb_only")
+    spec = setup.emb_base if emb else setup.base
+    assert spec is not None
+    return make_residual_vec_env(
+        setup.env_id,
+        base=spec() if callable(spec) else spec,
+        n_envs=n_envs,
+        residual_scale=setup.residual_scale,
+        absolute_dims=setup.absolute_dims,
+        seed=seed,
+        env_kwargs={**setup.env_kwargs, **(setup.emb_env_kwargs if emb else {})},
+        vec_env_cls=vec_env_cls,
+    )
+
+
+def _excluded_keys(setup: EnvSetup, arm: str, obs_keys: Sequence[str]) -> list[str]:
+    drop = {k for k in setup.ignore_keys if k in obs_keys}
+    if arm == "residual":
+        drop |= {EMBEDDING_KEY} & set(obs_keys)
+    if arm == "emb_only":
+        drop |= {k for k in obs_keys if k not in (ACTION_KEY, EMBEDDING_KEY)}
+    return sorted(drop)
+
+
+def _make_model(setup: EnvSetup, arm: str, algo: str, env: Any, seed: int) -> Any:
+    from stable_baselines3 import PPO, SAC
+
+    from sb3_vla import ResidualActorCriticPolicy, ResidualSACPolicy, VLAFeaturesExtractor
+
+    exclude = _excluded_keys(setup, arm, list(env.observation_space.spaces))
+    policy_kwargs: dict[str, Any] = dict(
+        features_extractor_class=VLAFeaturesExtractor,
+        features_extractor_kwargs={**setup.extractor_kwargs, "exclude_keys": exclude},
+    )
+    if algo == "sac":
+        policy_kwargs["net_arch"] = list(setup.net_arch)
+        policy: Any = "MultiInputPolicy" if arm == "scratch" else ResidualSACPolicy
+        return SAC(policy, env, seed=seed, verbose=0, policy_kwargs=policy_kwargs, **setup.sac_kwargs)
+    policy_kwargs["net_arch"] = dict(pi=list(setup.net_arch), vf=list(setup.net_arch))
+    policy = "MultiInputPolicy" if arm == "scratch" else ResidualActorCriticPolicy
+    return PPO(policy, env, seed=seed, verbose=0, policy_kwargs=policy_kwargs, **setup.ppo_kwargs)
+
+
+def evaluate(act: Callable[[Any], np.ndarray], env: Any, episodes: int, metric: str, seed: int) -> float:
+    """Run ``episodes`` episodes of ``act(obs) -> actions`` on a vec env; success rate in percent or mean return.
+
+    Re-seeded each time, so every evaluation (of every arm of a seed) starts from the same initial states.
+    """
+    n = env.num_envs
+    env.seed(seed)
+    obs = env.reset()
+    returns: list[float] = []
+    successes: list[bool] = []
+    ep_ret, ep_succ = np.zeros(n), np.zeros(n, dtype=bool)
+    while len(returns) < episodes:
+        obs, rewards, dones, infos = env.step(act(obs))
+        ep_ret += rewards
+        for i in range(n):
+            ep_succ[i] |= bool(infos[i].get("is_success", False))
+            if dones[i]:
+                returns.append(float(ep_ret[i]))
+                successes.append(bool(ep_succ[i]))
+                ep_ret[i], ep_succ[i] = 0.0, False
+    returns, successes = returns[:episodes], successes[:episodes]
+    return 100.0 * float(np.mean(successes)) if metric == "success" else float(np.mean(returns))
+
+
+def _base_actor(env: Any) -> Callable[[Any], np.ndarray]:
+    """The frozen base through the residual wrapper: zero residual, and absolute dims copy the base's value
+    (mapped from the env's bounds onto the policy's [-1, 1])."""
+    core = env.core  # VecResidualActionWrapper's bounds and absolute dims
+    dims = [int(d) for d in core.absolute_dims]
+
+    def act(obs: Any) -> np.ndarray:
+        a = np.zeros((env.num_envs, core.dim), np.float32)
+        for d in dims:
+            a[:, d] = 2.0 * (obs[ACTION_KEY][:, d] - core.low[d]) / (core.high[d] - core.low[d]) - 1.0
+        return a
+
+    return act
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    # one short write per row with O_APPEND: parallel jobs can share the file
+    line = ",".join(str(row[k]) for k in FIELDS) + "\n"
+    with open(path, "a") as f:
+        f.write(line)
+
+
+def run_pair(
+    setup: EnvSetup,
+    arm: str,
+    seed: int,
+    algo: str,
+    steps: int,
+    eval_every: int,
+    eval_episodes: int,
+    n_envs: int,
+    eval_envs: int,
+    vec_env_cls: str,
+    csv_path: Path,
+) -> None:
+    """Train (or, for ``base``, evaluate) one arm on one seed, appending a CSV row after every evaluation."""
+    import torch as th
+
+    th.set_num_threads(1)  # 2 threads on a loaded 2-core box made small SAC ~30x slower
+    th.manual_seed(seed)
+    t0 = time.perf_counter()
+    eval_seed = 10_000 + 100 * seed  # the same evaluation episodes for every arm of a seed
+    eval_arm = "residual" if arm == "base" else arm
+    eval_env = _make_env(setup, eval_arm, eval_envs, eval_seed, vec_env_cls)
+    grid = [0, *range(eval_every, steps + 1, eval_every)]
+    if grid[-1] != steps:
+        grid.append(steps)
+    if arm == "base":
+        value = evaluate(_base_actor(eval_env), eval_env, eval_episodes, setup.metric, eval_seed)
+        for step in grid:
+            row = dict(arm=arm, seed=seed, step=step, metric=value, episodes=eval_episodes)
+            _append(csv_path, {**row, "wall_s": round(time.perf_counter() - t0, 1)})
+        eval_env.close()
+        return
+    env = _make_env(setup, arm, n_envs, seed, vec_env_cls)
+    model = _make_model(setup, arm, algo, env, seed)
+
+    def act(obs: Any) -> np.ndarray:
+        return model.predict(obs, deterministic=True)[0]
+
+    for i, step in enumerate(grid):
+        if step > 0:
+            model.learn(step - grid[i - 1], reset_num_timesteps=False)
+        value = evaluate(act, eval_env, eval_episodes, setup.metric, eval_seed)
+        row = dict(arm=arm, seed=seed, step=int(model.num_timesteps), metric=round(value, 3), episodes=eval_episodes)
+        _append(csv_path, {**row, "wall_s": round(time.perf_counter() - t0, 1)})
+        print(f"[{arm} seed {seed}] step {row['step']}: {setup.metric} {value:.1f}", flush=True)
+    env.close()
+    eval_env.close()
+
+
+def _run_pair_job(kwargs: dict[str, Any]) -> str:
+    setup = env_setup(kwargs.pop("env_id"))
+    try:
+        run_pair(setup, **kwargs)
+        return ""
+    except Exception as exc:  # report and let the other pairs run
+        return f"{kwargs['arm']} seed {kwargs['seed']}: {type(exc).__name__}: {exc}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Statistics, plot and table
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def read_curves(path: Path) -> dict[tuple[str, int], dict[int, float]]:
+    """``(arm, seed) -> {step: metric}`` from the CSV."""
+    curves: dict[tuple[str, int], dict[int, float]] = {}
+    if not path.exists():
+        return curves
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            curves.setdefault((row["arm"], int(row["seed"])), {})[int(row["step"])] = float(row["metric"])
+    return curves
+
+
+def iqm(values: Sequence[float]) -> float:
+    """Interquartile mean (mean of the middle 50%; the plain mean for fewer than 4 values)."""
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    k = int(math.floor(0.25 * len(x)))
+    return float(x[k : len(x) - k].mean())
+
+
+def bootstrap_ci(
+    values: Sequence[float], stat: Callable[[Sequence[float]], float] = iqm, n: int = 2000
+) -> tuple[float, float]:
+    """95% percentile bootstrap interval of ``stat`` over seeds (degenerate with one seed)."""
+    x = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    stats = [stat(list(x[rng.integers(0, len(x), len(x))])) for _ in range(n)]
+    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
+
+
+def summarise(curves: dict[tuple[str, int], dict[int, float]], steps: int, margin: float) -> dict[str, dict[str, Any]]:
+    """Per arm: final IQM + CI, steps to base + margin (per seed), largest dip below the base."""
+    base_vals = [c[max(c)] for (a, _), c in curves.items() if a == "base" and c]
+    base = float(np.mean(base_vals)) if base_vals else float("nan")
+    out: dict[str, dict[str, Any]] = {}
+    for arm in ARMS:
+        seeds = sorted(s for (a, s) in curves if a == arm)
+        if not seeds:
+            continue
+        finals, reach, dips, last_steps = [], [], [], []
+        for s in seeds:
+            c = curves[(arm, s)]
+            last = max(c)
+            last_steps.append(last)
+            finals.append(c[last])
+            hit = [st for st in sorted(c) if c[st] >= base + margin]
+            reach.append(hit[0] if hit else None)
+            dips.append(max(0.0, max(base - v for v in c.values())))
+        common = sorted(set.intersection(*(set(curves[(arm, s)]) for s in seeds)))
+        mean_dip = max([0.0, *(base - float(np.mean([curves[(arm, s)][st] for s in seeds])) for st in common)])
+        lo, hi = bootstrap_ci(finals)
+        reached = [r for r in reach if r is not None]
+        out[arm] = dict(
+            seeds=len(seeds),
+            final=iqm(finals),
+            ci=(lo, hi),
+            finals=finals,
+            last_step=min(last_steps),
+            complete=min(last_steps) >= steps,
+            reach=reach,
+            reach_median=float(np.median(reached)) if len(reached) == len(reach) else None,
+            reached=len(reached),
+            dip_seed=max(dips),
+            dip_mean=mean_dip,
+            base=base,
+        )
+    return out
+
+
+def plot(curves: dict[tuple[str, int], dict[int, float]], title: str, ylabel: str, path: Path) -> None:
+    """Mean over seeds per arm with a 95% bootstrap band (of the mean); the base as a horizontal line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, arm in enumerate(ARMS):
+        seeds = sorted(s for (a, s) in curves if a == arm)
+        if not seeds:
+            continue
+        steps = sorted(set.intersection(*(set(curves[(arm, s)]) for s in seeds)))
+        if not steps:
+            continue
+        vals = np.array([[curves[(arm, s)][st] for s in seeds] for st in steps])
+        mean = vals.mean(1)
+        band = np.array([bootstrap_ci(v, lambda x: float(np.mean(x)), 500) for v in vals])
+        color = f"C{i}"
+        if arm == "base":
+            ax.axhline(float(mean[-1]), color=color, ls="--", label=ARM_TITLES[arm])
+            ax.axhspan(float(band[-1, 0]), float(band[-1, 1]), color=color, alpha=0.12)
+            continue
+        ax.plot(steps, mean, color=color, marker="o", ms=3, label=ARM_TITLES[arm])
+        ax.fill_between(steps, band[:, 0], band[:, 1], color=color, alpha=0.2)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(x: float, metric: str) -> str:
+    return f"{x:.0f}%" if metric == "success" else f"{x:.0f}"
+
+
+def table(
+    summary: dict[str, dict[str, Any]], setup: EnvSetup, args: argparse.Namespace, not_applicable: dict[str, str]
+) -> str:
+    """The markdown section for RESULTS.md."""
+    unit = "points" if setup.metric == "success" else "return"
+    metric_name = "success rate (`info['is_success']`, any step)" if setup.metric == "success" else "mean return"
+    lines = [
+        f"### Learning: {setup.env_id}, {args.algo.upper()}",
+        "",
+        f"Command: `python benchmarks/learning.py --env {setup.env_id} --algo {args.algo} --seeds {args.seeds} "
+        f"--steps {args.steps} --eval-every {args.eval_every} --eval-episodes {args.eval_episodes}"
+        f" --arms {','.join(args.arms)}`",
+        f"(curves: `{_rel(args.csv)}`, plot: `{_rel(args.png)}`).",
+        "",
+        f"Metric: {metric_name} over {args.eval_episodes} deterministic episodes per evaluation (the same "
+        f"evaluation seeds for every arm). Base: `{_base_name(setup.base)}`; residual scale {setup.residual_scale}"
+        f"{', absolute dims ' + str(list(setup.absolute_dims)) if setup.absolute_dims else ', residual on every dim'}. "
+        f"Embedding arms: {setup.emb_note}. Target for 'steps to base + margin': base + {setup.margin:g} {unit}. "
+        "Final = the last evaluation of each seed; IQM and 95% percentile-bootstrap CI over seeds "
+        "(with 2-3 seeds the IQM is the mean and the CI is rough). Dip = largest (base - eval), per seed and for "
+        "the mean curve.",
+        "",
+        f"| arm | seeds | steps run | final (IQM) | 95% CI | per seed | steps to base + {setup.margin:g} "
+        "| largest dip below base (worst seed / mean curve) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for arm in args.arms:
+        if arm in not_applicable:
+            lines.append(f"| {ARM_TITLES[arm]} | - | - | n/a | | | | {not_applicable[arm]} |")
+            continue
+        s = summary.get(arm)
+        if s is None:
+            lines.append(f"| {ARM_TITLES[arm]} | 0 | - | not run | | | | |")
+            continue
+        per_seed = ", ".join(_fmt(v, setup.metric) for v in s["finals"])
+        if arm == "base":
+            reach, dip = "(reference)", "(reference)"
+        else:
+            reach = (
+                f"{s['reach_median']:.0f} (median)"
+                if s["reach_median"] is not None
+                else f"reached by {s['reached']}/{s['seeds']} seeds"
+                + (f" ({', '.join(str(r) for r in s['reach'] if r is not None)})" if s["reached"] else "")
+            )
+            dip = f"{s['dip_seed']:.0f} / {s['dip_mean']:.0f} {unit}"
+        steps_run = f"{s['last_step']}" + ("" if s["complete"] else " (partial)")
+        lines.append(
+            f"| {ARM_TITLES[arm]} | {s['seeds']} | {steps_run} | {_fmt(s['final'], setup.metric)} | "
+            f"[{_fmt(s['ci'][0], setup.metric)}, {_fmt(s['ci'][1], setup.metric)}] | {per_seed} | {reach} | {dip} |"
+        )
+    lines += ["", *targets(summary, setup)]
+    return "\n".join(lines)
+
+
+def targets(summary: dict[str, dict[str, Any]], setup: EnvSetup) -> list[str]:
+    """The issue's targets, checked against what was measured (only for the envs that have targets)."""
+    best = next((a for a in ("residual_emb", "residual") if a in summary), None)
+    if best is None or "base" not in summary:
+        return ["Targets: not checkable (no base or residual arm in the data)."]
+    r, base = summary[best], summary["base"]["final"]
+    gain = r["final"] - base
+    steps = r["last_step"]
+    out = [f"Targets (checked on `{best}`, the best residual arm run; budget actually run: {steps} env steps):"]
+    if setup.env_id == "GarmentFold-v0":
+        out.append(
+            f"- residual beats base success by >= 30 points within 200k env steps: "
+            f"{'MET' if gain >= 30 else 'NOT MET'} at {steps} steps ({gain:+.0f} points; the 200k budget was not run)."
+        )
+        scratch = summary.get("scratch")
+        if r["reach_median"] is None:
+            out.append(
+                "- base + 20 with >= 5x fewer steps than scratch: NOT MET (the residual did not reach base + 20)."
+            )
+        elif scratch is None or scratch["reach_median"] is None:
+            out.append(
+                f"- base + 20 with >= 5x fewer steps than scratch: residual reached it at {r['reach_median']:.0f} "
+                "steps, scratch did not within the budget: ratio not measurable, at least "
+                f"{steps / r['reach_median']:.1f}x."
+            )
+        else:
+            ratio = scratch["reach_median"] / r["reach_median"]
+            out.append(
+                f"- base + 20 with >= 5x fewer steps than scratch: {'MET' if ratio >= 5 else 'NOT MET'} ({ratio:.1f}x)."
+            )
+        out.append(
+            f"- no evaluation more than 5 points below the base: {'MET' if r['dip_seed'] <= 5 else 'NOT MET'} "
+            f"(worst seed {r['dip_seed']:.0f}, mean curve {r['dip_mean']:.0f} points)."
+        )
+    elif setup.env_id.startswith("ManiSkill-"):
+        out.append(
+            f"- from a ~40% base to >= 90% within 300k env steps: {'MET' if r['final'] >= 90 else 'NOT MET'} "
+            f"(base {base:.0f}% -> {r['final']:.0f}% at {steps} steps; the 300k budget was not run)."
+        )
+    else:
+        out.append(
+            f"- (no issue target for {setup.env_id}; stated here) residual gains >= {setup.margin:g} return over the "
+            f"base: {'MET' if gain >= setup.margin else 'NOT MET'} ({gain:+.0f}); dip below base: worst seed "
+            f"{r['dip_seed']:.0f}, mean curve {r['dip_mean']:.0f}."
+        )
+    return out
+
+
+def _base_name(base: Callable[[], Any] | str) -> str:
+    return base if isinstance(base, str) else str(base().name)
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="Pendulum-v1", help="Pendulum-v1, GarmentFold-v0 or ManiSkill-<task>")
+    p.add_argument("--algo", default="sac", choices=["sac", "ppo"])
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    p.add_argument("--seed-offset", type=int, default=0)
+    p.add_argument("--steps", type=int, default=5000, help="env steps per (arm, seed)")
+    p.add_argument("--eval-every", type=int, default=None, help="env steps between evaluations (default steps/10)")
+    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
+    p.add_argument("--n-envs", type=int, default=1, help="training envs per run")
+    p.add_argument("--eval-envs", type=int, default=1, help="evaluation envs per run")
+    p.add_argument("--vec-env", default="dummy", choices=["dummy", "subproc"])
+    p.add_argument("--jobs", type=int, default=1, help="(arm, seed) runs in parallel processes")
+    p.add_argument("--absolute-dims", default=None, help="override the env's absolute dims, e.g. '60' ('' for none)")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--results-md", type=Path, default=None, help="RESULTS.md to write (default benchmarks/)")
+    p.add_argument("--no-run", action="store_true", help="only rebuild the plot and table from the CSV")
+    args = p.parse_args(argv)
+    args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    bad = [a for a in args.arms if a not in ARMS]
+    if bad:
+        p.error(f"unknown arms {bad}; choose from {list(ARMS)}")
+    args.eval_every = args.eval_every or max(1, args.steps // 10)
+    tag = f"{args.env}_{args.algo}".replace("/", "_")
+    args.csv = args.out / f"{tag}.csv"
+    args.png = args.out / f"{tag}.png"
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    args = parse_args(argv)
+    import sb3_vla  # noqa: F401 - registers the envs
+
+    setup = env_setup(args.env)
+    if args.absolute_dims is not None:
+        setup.absolute_dims = tuple(int(d) for d in args.absolute_dims.split(",") if d.strip())
+    not_applicable = {}
+    if setup.emb_base is None:
+        for arm in ("residual_emb", "emb_only"):
+            not_applicable[arm] = setup.emb_note
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.csv.exists():
+        args.csv.write_text(",".join(FIELDS) + "\n")
+    seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
+    if not args.no_run:
+        curves = read_curves(args.csv)
+        todo = []
+        for arm in args.arms:
+            if arm in not_applicable:
+                print(f"skipping {arm}: {not_applicable[arm]}")
+                continue
+            for seed in seeds:
+                done = curves.get((arm, seed), {})
+                if done and max(done) >= args.steps:
+                    print(f"skipping {arm} seed {seed}: finished in {args.csv}")
+                    continue
+                if done:  # a killed run: drop its rows and start the pair again
+                    _drop_rows(args.csv, arm, seed)
+                todo.append(
+                    dict(
+                        env_id=args.env,
+                        arm=arm,
+                        seed=seed,
+                        algo=args.algo,
+                        steps=args.steps,
+                        eval_every=args.eval_every,
+                        eval_episodes=args.eval_episodes,
+                        n_envs=args.n_envs,
+                        eval_envs=args.eval_envs,
+                        vec_env_cls=args.vec_env,
+                        csv_path=args.csv,
+                    )
+                )
+        errors = _run_all(todo, args.jobs)
+        for e in errors:
+            print(f"FAILED {e}", file=sys.stderr)
+    curves = {k: v for k, v in read_curves(args.csv).items() if k[0] in args.arms and k[1] in seeds}
+    summary = summarise(curves, args.steps, setup.margin)
+    ylabel = "success rate (%)" if setup.metric == "success" else "mean episode return"
+    plot(
+        curves,
+        f"{args.env} {args.algo.upper()}: {len(seeds)} seeds, {args.eval_episodes} eval episodes",
+        ylabel,
+        args.png,
+    )
+    md = table(summary, setup, args, not_applicable)
+    from benchmarks._results import RESULTS, write_section
+
+    write_section(f"learning_{args.env}_{args.algo}", md, args.results_md or RESULTS)
+    print(md)
+    return summary
+
+
+def _drop_rows(path: Path, arm: str, seed: int) -> None:
+    with open(path) as f:
+        rows = [r for r in csv.DictReader(f) if not (r["arm"] == arm and int(r["seed"]) == seed)]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _run_all(todo: list[dict[str, Any]], jobs: int) -> list[str]:
+    if jobs <= 1 or len(todo) <= 1:
+        return [e for e in (_run_pair_job(dict(t)) for t in todo) if e]
+    import multiprocessing as mp
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with mp.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
+        return [e for e in pool.imap_unordered(_run_pair_job, todo) if e]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""benchmarks/learning.py end to end with a tiny budget, so the learning benchmark cannot rot."""
+
+import csv
+
+import pytest
+
+from benchmarks import learning
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_learning_benchmark_tiny_pendulum(tmp_path):
+    results_md = tmp_path / "RESULTS.md"
+    argv = [
+        "--env", "Pendulum-v1", "--algo", "sac", "--seeds", "1", "--steps", "200", "--eval-every", "100",
+        "--eval-episodes", "1", "--arms", "base,residual,emb_only", "--out", str(tmp_path),
+        "--results-md", str(results_md),
+    ]  # fmt: skip
+    summary = learning.main(argv)
+
+    csv_path, png_path = tmp_path / "Pendulum-v1_sac.csv", tmp_path / "Pendulum-v1_sac.png"
+    rows = _rows(csv_path)
+    assert list(rows[0]) == learning.FIELDS
+    by_arm: dict[str, dict[int, float]] = {}
+    for r in rows:
+        by_arm.setdefault(r["arm"], {})[int(r["step"])] = float(r["metric"])
+    assert set(by_arm) == {"base", "residual", "emb_only"}
+    for arm in by_arm:
+        assert sorted(by_arm[arm]) == [0, 100, 200], arm
+    # the residual head starts at zero and the evaluation is re-seeded: step 0 of a residual arm is the base
+    assert by_arm["residual"][0] == pytest.approx(by_arm["base"][0], abs=1e-3)
+    assert by_arm["emb_only"][0] == pytest.approx(by_arm["base"][0], abs=1e-3)
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    text = results_md.read_text()
+    assert "<!-- BEGIN learning_Pendulum-v1_sac -->" in text and "<!-- END learning_Pendulum-v1_sac -->" in text
+    for arm in ("base", "residual", "emb_only"):
+        assert f"| {learning.ARM_TITLES[arm]} | 1 | 200 |" in text, arm
+    assert summary["residual"]["complete"] and summary["base"]["final"] == pytest.approx(by_arm["base"][200])
+
+    # a re-run skips the finished (arm, seed) pairs and leaves the curves as they were
+    learning.main(argv)
+    assert _rows(csv_path) == rows
+
+
+def test_summary_statistics():
+    curves = {
+        ("base", 0): {0: 50.0, 10: 50.0},
+        ("base", 1): {0: 40.0, 10: 40.0},
+        ("residual", 0): {0: 50.0, 5: 40.0, 10: 80.0},
+        ("residual", 1): {0: 40.0, 5: 70.0, 10: 90.0},
+    }
+    s = learning.summarise(curves, steps=10, margin=20.0)
+    assert s["base"]["final"] == pytest.approx(45.0)
+    assert s["residual"]["final"] == pytest.approx(85.0)
+    assert s["residual"]["reach"] == [10, 5]  # first eval >= 45 + 20 per seed
+    assert s["residual"]["dip_seed"] == pytest.approx(5.0) and s["residual"]["dip_mean"] == pytest.approx(0.0)
+    assert learning.iqm([0, 1, 2, 3, 100, 4, 5, 6]) == pytest.approx(3.5)
