@@ -110,6 +110,9 @@ def base_only_returns() -> list[float]:
 
 
 def main() -> None:
+    import torch as th
+
+    th.set_num_threads(1)  # small nets: more threads only add OpenMP stalls on a shared 2-core CPU
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n-trials", type=int, default=10)
     p.add_argument("--steps", type=int, default=1000, help="env steps per trial and per final training")

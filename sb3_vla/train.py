@@ -106,6 +106,13 @@ def add_tune_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+def configure_threads(num_threads: int, device: str) -> None:
+    """Torch CPU threads: ``num_threads`` if > 0, else 1 when training on CPU (small RL nets gain nothing from more
+    threads, and OpenMP stalls made them up to 30x slower when other processes share the cores)."""
+    if num_threads > 0 or not th.cuda.is_available() or str(device).startswith("cpu"):
+        th.set_num_threads(num_threads if num_threads > 0 else 1)
+
+
 def resolve_env_alias(env_id: str) -> str:
     """Map a bare ManiSkill task id (``PickCube-v1``) to our SB3-compatible adapter (``ManiSkill-PickCube-v1``);
     ManiSkill registers the bare ids itself, for batched torch envs SB3 cannot take."""
@@ -278,9 +285,7 @@ def train(args: argparse.Namespace) -> Path:
     args.env = resolve_env_alias(args.env)
     check_env_id(args.env)
     cfg = resolve_from_args(args)
-    threads = getattr(args, "num_threads", -1)
-    if threads > 0 or not th.cuda.is_available() or str(args.device).startswith("cpu"):
-        th.set_num_threads(threads if threads > 0 else 1)
+    configure_threads(getattr(args, "num_threads", -1), args.device)
     set_random_seed(args.seed)
     run_dir = resume_dir or _run_dir(args.log_folder, args.algo, args.env)
     params_dir = run_dir / args.env.replace("/", "-").replace(":", "-")

@@ -685,6 +685,9 @@ def tune(args: argparse.Namespace) -> optuna.Study:
         heartbeat_interval=getattr(args, "heartbeat_interval", 60) or None,
         grace_period=getattr(args, "heartbeat_grace", 180),
     )
+    from sb3_vla.train import configure_threads
+
+    configure_threads(getattr(args, "num_threads", -1), getattr(args, "device", "auto"))
     setup = make_setup(args)
     study_name = args.study_name or f"{args.algo}-{args.env}"
     n_startup = int(getattr(args, "n_startup_trials", 5))
