@@ -86,9 +86,9 @@ def test_seeded_determinism() -> None:
     assert not np.array_equal(other.folder.grasp_noise, runs[0][2])  # a different seed, different noise
 
 
-def test_grasp_and_release(env: GarmentFoldEnv) -> None:
+def test_grasp_and_release() -> None:
+    env = GarmentFoldEnv(scripted_noise=0.0)
     env.reset(seed=0)
-    env.folder.noise = 0.0
     held_at = None
     for t in range(30):
         _, _, _, _, info = env.step(env.scripted_action())
@@ -112,6 +112,7 @@ def test_grasp_and_release(env: GarmentFoldEnv) -> None:
         obs, *_ = env.step(action)
     assert env.held_vertex("L") == -1 and obs["held"][0] == 0.0
     assert env.data.eq_active.sum() == 0
+    env.close()
 
 
 def test_reward_increases_with_fold_quality(env: GarmentFoldEnv) -> None:
