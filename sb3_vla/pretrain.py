@@ -38,6 +38,7 @@ import torch as th
 
 from sb3_vla.models.small_vla import (
     GARMENT_FOLD_INSTRUCTIONS,
+    JOINT_DIMS,
     SmallVLA,
     count_parameters,
     load_small_vla,
@@ -47,6 +48,7 @@ from sb3_vla.models.small_vla import (
 #: seed offsets: demos use ``seed * SEED_STRIDE + i``, evaluation ``seed * SEED_STRIDE + EVAL_OFFSET + i``
 SEED_STRIDE = 100_000
 EVAL_OFFSET = 50_000
+DART_RHO = 0.8  # autocorrelation of the demo action noise per step
 STATE_KEYS = ("joint_pos", "joint_vel", "held", "stage", "keypoints")
 
 _WORKER: dict[tuple[Any, ...], Any] = {}
@@ -75,11 +77,24 @@ def _worker_env(env_id: str, noise: float, image_size: int, max_steps: int | Non
 
 
 def collect_episode(
-    env_id: str, seed: int, noise: float, path: str, image_size: int = 128, max_steps: int | None = None
+    env_id: str,
+    seed: int,
+    noise: float,
+    path: str,
+    image_size: int = 128,
+    max_steps: int | None = None,
+    action_noise: float = 0.0,
 ) -> dict[str, Any]:
-    """Run one scripted episode and save it as ``path`` (npz: rgb, state keys, instruction ids, actions)."""
+    """Run one scripted episode and save it as ``path`` (npz: rgb, state keys, instruction ids, actions).
+
+    With ``action_noise`` > 0 the executed joint targets get Gaussian noise (normalised units) while the recorded
+    label stays the scripted action (DART): the closed-loop folder shows how to recover from the states a
+    slightly-off policy visits.
+    """
     env = _worker_env(env_id, noise, image_size, max_steps)
     obs, info = env.reset(seed=seed)
+    act_rng = np.random.default_rng(seed + 7919)
+    drift = np.zeros(JOINT_DIMS)
     rec: dict[str, list[Any]] = {k: [] for k in ("rgb", *STATE_KEYS, "instruction", "action")}
     ret, success, done = 0.0, False, False
     while not done:
@@ -89,7 +104,11 @@ def collect_episode(
             rec[k].append(obs[k])
         rec["instruction"].append(GARMENT_FOLD_INSTRUCTIONS.index(info["instruction"]))
         rec["action"].append(action)
-        obs, reward, terminated, truncated, info = env.step(action)
+        executed = action.copy()
+        if action_noise > 0:  # AR(1) noise (stationary std action_noise): slow drifts, not just jitter
+            drift = DART_RHO * drift + math.sqrt(1 - DART_RHO**2) * act_rng.normal(0.0, action_noise, JOINT_DIMS)
+            executed[:JOINT_DIMS] += drift.astype(np.float32)
+        obs, reward, terminated, truncated, info = env.step(executed)
         ret += float(reward)
         success = success or bool(info.get("is_success", False))
         done = terminated or truncated
@@ -102,13 +121,19 @@ def collect_episode(
 
 
 def evaluate_episode(
-    env_id: str, seed: int, weights: str, image_size: int = 128, max_steps: int | None = None
+    env_id: str,
+    seed: int,
+    weights: str,
+    image_size: int = 128,
+    max_steps: int | None = None,
+    exec_horizon: int | None = None,
 ) -> dict[str, Any]:
     """Run the model closed loop for one seeded episode (executing ``exec_horizon`` actions per query)."""
     env = _worker_env(env_id, 0.0, image_size, max_steps)
-    key = ("model", weights, os.path.getmtime(weights))
+    key = ("model", weights, os.path.getmtime(weights), exec_horizon)
     if key not in _WORKER:
-        _WORKER[key] = load_small_vla(weights).eval()
+        overrides = {} if exec_horizon is None else {"exec_horizon": exec_horizon}
+        _WORKER[key] = load_small_vla(weights, **overrides).eval()
     model: SmallVLA = _WORKER[key]
     obs, info = env.reset(seed=seed)
     ret, steps, success, done = 0.0, 0, False, False
@@ -235,6 +260,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0, help="demos use seeds S*1e5+i, evaluation S*1e5+5e4+i")
     p.add_argument("--noise", type=float, default=0.01, help="scripted folder's perception noise (m) for demos")
+    p.add_argument(
+        "--action-noise", type=float, default=0.0, help="DART: Gaussian noise on the executed demo joint targets"
+    )
     p.add_argument("--keep-failed", action="store_true", help="also train on episodes the scripted folder failed")
     p.add_argument("--eval-episodes", type=int, default=50, help="closed-loop evaluation episodes (0: skip)")
     p.add_argument("--freeze-encoder", action="store_true", help="train only the action head (needs --init)")
@@ -290,9 +318,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # (1) demonstrations (resumable: one file per episode)
     t0 = time.perf_counter()
     demo_seeds = [args.seed * SEED_STRIDE + i for i in range(args.demos)]
-    tag = f"n{args.noise:g}"
+    tag = f"n{args.noise:g}" + (f"_a{args.action_noise:g}" if args.action_noise > 0 else "")
     files = {s: work / "demos" / f"ep_{tag}_{s}.npz" for s in demo_seeds}
-    todo = [(args.env, s, args.noise, str(files[s]), 128, args.max_episode_steps) for s in demo_seeds]
+    todo = [
+        (args.env, s, args.noise, str(files[s]), 128, args.max_episode_steps, args.action_noise) for s in demo_seeds
+    ]
     todo = [j for j in todo if not files[j[1]].exists()]
     log(f"collecting {len(todo)} of {args.demos} demos (noise {args.noise} m) with {args.workers} workers")
     _run_jobs(collect_episode, todo, args.workers, log)
@@ -321,7 +351,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     state_path = work / "train_state.pt"
     start_epoch, train_s, history = 0, 0.0, []
-    fingerprint = [args.demos, args.noise, args.seed, args.horizon, args.epochs, args.freeze_encoder, args.init]
+    fingerprint: list[Any] = [args.demos, args.noise, args.seed, args.horizon, args.epochs, args.freeze_encoder]
+    fingerprint += [args.init] + ([args.action_noise] if args.action_noise > 0 else [])
     if state_path.exists():
         st = th.load(state_path, map_location="cpu", weights_only=False)
         if st.get("fingerprint") == fingerprint:
@@ -381,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "demos": args.demos,
         "demo_seeds": [demo_seeds[0], demo_seeds[-1]],
         "demo_noise_m": args.noise,
+        "demo_action_noise": args.action_noise,
         "scripted_success": n_succ,
         "episodes_trained": len(kept),
         "steps_trained": len(data),
@@ -401,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     # (3) closed-loop evaluation (resumable: one result file per episode)
     eval_seeds = [args.seed * SEED_STRIDE + EVAL_OFFSET + i for i in range(args.eval_episodes)]
-    etag = hashlib.sha1(repr(fingerprint).encode()).hexdigest()[:8]  # results belong to this training run
+    # results belong to this training run and execution horizon
+    etag = hashlib.sha1(repr([*fingerprint, args.exec_horizon]).encode()).hexdigest()[:8]
     efiles = {s: work / "eval" / f"ep_{etag}_{s}.json" for s in eval_seeds}
     jobs = [(args.env, s, str(weights), 128, args.max_episode_steps) for s in eval_seeds if not efiles[s].exists()]
     t2 = time.perf_counter()
@@ -449,6 +482,12 @@ def model_card(model: SmallVLA, meta: dict[str, Any], history: list[dict[str, An
         success = "not evaluated (`--eval-episodes 0`)."
     d = meta
     loss = history[-1] if history else {}
+    dart = (
+        f", executed joint targets perturbed by AR(1) noise (std {d['demo_action_noise']}, rho {DART_RHO}; "
+        "DART: the labels are the scripted actions)"
+        if d.get("demo_action_noise")
+        else ""
+    )
     frozen = f" Encoder frozen (action head only), initialised from `{d['init']}`." if d["freeze_encoder"] else ""
     return f"""# SmallVLA for {d["env"]}
 
@@ -475,7 +514,7 @@ Load: `--base small-vla:{weights}` (shipped: `small-vla:garment_fold`) or
 
 ## Data
 - {d["demos"]} episodes of the scripted privileged folder (`env.unwrapped.scripted_action()`), perception noise
-  {100 * d["demo_noise_m"]:.1f} cm, seeds `{d["demo_seeds"][0]}..{d["demo_seeds"][1]}`; it succeeded in
+  {100 * d["demo_noise_m"]:.1f} cm{dart}, seeds `{d["demo_seeds"][0]}..{d["demo_seeds"][1]}`; it succeeded in
   {d["scripted_success"]}/{d["demos"]}. Trained on {d["episodes_trained"]} episodes
   ({"all" if d["keep_failed"] else "successful only"}), {d["steps_trained"]} steps.
 - Collection took {d["collect_s"] / 60:.1f} min (this run; 0 when resumed from saved demos).

@@ -115,7 +115,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict
     work = out / "work"
     args = ["--env", "GarmentFold-v0", "--demos", "2", "--epochs", "1", "--eval-episodes", "1"]
     args += ["--max-episode-steps", "8", "--workers", "1", "--keep-failed", "--batch-size", "8"]
-    args += ["--out", str(out), "--name", "tiny", "--work-dir", str(work)]
+    args += ["--out", str(out), "--name", "tiny", "--work-dir", str(work), "--action-noise", "0.01"]
     meta = main(args)
     return out, work, meta
 
@@ -125,6 +125,7 @@ def test_pretrain_end_to_end(tiny_run: tuple[Path, Path, dict[str, Any]], env: A
     weights, card = out / "tiny.pt", out / "tiny.md"
     assert weights.is_file() and card.is_file()
     assert meta["demos"] == 2 and meta["episodes_trained"] == 2 and meta["steps_trained"] == 16
+    assert meta["demo_action_noise"] == 0.01
     assert meta["eval_episodes"] == 1 and meta["eval_successes"] in (0, 1)
     assert meta["parameters"] == meta["trainable_parameters"] > 0
     text = card.read_text()
@@ -145,7 +146,8 @@ def test_freeze_encoder_trains_only_the_head(tiny_run: tuple[Path, Path, dict[st
     init = out / "tiny.pt"
     args = ["--env", "GarmentFold-v0", "--demos", "2", "--epochs", "2", "--eval-episodes", "0"]
     args += ["--max-episode-steps", "8", "--workers", "1", "--keep-failed", "--batch-size", "8", "--lr", "1e-2"]
-    args += ["--out", str(out), "--name", "tuned", "--work-dir", str(work), "--freeze-encoder", "--init", str(init)]
+    args += ["--out", str(out), "--name", "tuned", "--work-dir", str(work), "--action-noise", "0.01"]
+    args += ["--freeze-encoder", "--init", str(init)]
     meta = main(args)  # re-uses the demos of the tiny run (same seeds and noise)
     assert meta["freeze_encoder"] and meta["trainable_parameters"] < meta["parameters"]
     before, after = load_small_vla(init).state_dict(), load_small_vla(out / "tuned.pt").state_dict()
