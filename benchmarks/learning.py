@@ -202,7 +202,6 @@ def _make_env(setup: EnvSetup, arm: str, n_envs: int, seed: int, vec_env_cls: st
             seed=seed,
             env_kwargs=setup.env_kwargs,
             vec_env_cls=vec_env_cls,
-            keep_base_in_obs=False,
         )
     emb = arm in ("residual_emb", "emb_only")
     spec = setup.emb_base if emb else setup.base
@@ -221,6 +220,10 @@ def _make_env(setup: EnvSetup, arm: str, n_envs: int, seed: int, vec_env_cls: st
 
 def _excluded_keys(setup: EnvSetup, arm: str, obs_keys: Sequence[str]) -> list[str]:
     drop = {k for k in setup.ignore_keys if k in obs_keys}
+    if arm == "scratch":
+        # the zero base's vla_action is hidden from the policy here, not with keep_base_in_obs=False: that leaves
+        # vla_action in infos["terminal_observation"], which PPO's truncation bootstrap then fails on (KeyError)
+        drop |= {ACTION_KEY} & set(obs_keys)
     if arm == "residual":
         drop |= {EMBEDDING_KEY} & set(obs_keys)
     if arm == "emb_only":
