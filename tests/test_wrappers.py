@@ -15,6 +15,7 @@ from sb3_vla import (
     ResidualActionWrapper,
     VecResidualActionWrapper,
     VecVLAObservationWrapper,
+    VLAFeaturesExtractor,
     VLAObservationWrapper,
     ZeroBase,
     make_residual_vec_env,
@@ -220,3 +221,18 @@ def test_nonfinite_zero_mode_counts_and_reports():
         flagged += sum(bool(i.get("vla_nonfinite")) for i in infos)
         assert not infos[0].get("vla_nonfinite") and not infos[2].get("vla_nonfinite")
     assert flagged == 4 and venv.engine.num_nonfinite == 4
+
+
+def test_hidden_base_action_is_also_hidden_in_terminal_observations():
+    from stable_baselines3 import PPO
+
+    venv = make_vec_env(lambda: ToyDictEnv(horizon=5), n_envs=2, seed=0)
+    venv = VecResidualActionWrapper(VecVLAObservationWrapper(venv, "zero"), 0.2, keep_base_in_obs=False)
+    assert "vla_action" not in venv.observation_space.spaces
+    venv.reset()
+    for _ in range(5):
+        obs, _, dones, infos = venv.step(np.zeros((2, 3), np.float32))
+    assert dones.all() and "vla_action" not in infos[0]["terminal_observation"]
+    assert np.allclose(infos[0]["base_action"], 0.0)
+    kwargs = dict(features_extractor_class=VLAFeaturesExtractor)
+    PPO("MultiInputPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, policy_kwargs=kwargs).learn(32)

@@ -248,4 +248,8 @@ class VecResidualActionWrapper(VecEnvWrapper):
             info["base_action"] = base[i]
             info["residual"] = residual[i]
             info["executed_action"] = executed[i]
+            term = info.get("terminal_observation")
+            if not self.keep_base_in_obs and isinstance(term, dict) and self.core.base_key in term:
+                # the policy's observation space has no base key: PPO's truncation bootstrap would raise KeyError
+                info["terminal_observation"] = {k: v for k, v in term.items() if k != self.core.base_key}
         return self._agent_obs(obs), rewards, dones, infos
