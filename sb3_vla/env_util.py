@@ -21,6 +21,7 @@ def make_residual_vec_env(
     n_envs: int = 1,
     residual_scale: ResidualScale = 0.1,
     absolute_dims: Sequence[int] = (),
+    override_dims: Sequence[int] = (),
     query_interval: int = 1,
     action_adapter: ActionAdapterLike | str | None = None,
     seed: int | None = None,
@@ -44,6 +45,7 @@ def make_residual_vec_env(
     :param n_envs: number of envs.
     :param residual_scale: see :class:`~sb3_vla.wrappers.ResidualActionWrapper`.
     :param absolute_dims: action dims the policy sets directly.
+    :param override_dims: residual dims with full authority (scale = action range), starting from the base.
     :param query_interval: query the base every this many steps (or when its chunk runs out).
     :param action_adapter: maps base actions into the env's action space when shapes differ.
     :param seed: seed of the first env (env ``i`` gets ``seed + i``).
@@ -97,5 +99,9 @@ def make_residual_vec_env(
         base_kwargs=base_kwargs,
     )
     return VecResidualActionWrapper(
-        venv, residual_scale=residual_scale, absolute_dims=absolute_dims, keep_base_in_obs=keep_base_in_obs
+        venv,
+        residual_scale=residual_scale,
+        absolute_dims=absolute_dims,
+        override_dims=override_dims,
+        keep_base_in_obs=keep_base_in_obs,
     )

@@ -236,3 +236,22 @@ def test_hidden_base_action_is_also_hidden_in_terminal_observations():
     assert np.allclose(infos[0]["base_action"], 0.0)
     kwargs = dict(features_extractor_class=VLAFeaturesExtractor)
     PPO("MultiInputPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, policy_kwargs=kwargs).learn(32)
+
+
+def test_override_dims_start_from_base_with_full_authority():
+    space = spaces.Box(np.array([-1, -1, 0], np.float32), np.array([1, 1, 1], np.float32))
+
+    class Env(ToyDictEnv):
+        def __init__(self):
+            super().__init__()
+            self.action_space = space
+
+    base = CallableBase(lambda o: np.array([0.2, 0.2, 1.0], np.float32), space)
+    wrapped = residual_env(Env(), base, residual_scale=0.1, override_dims=[2])
+    wrapped.reset(seed=0)
+    for r, expected in [(0.0, 1.0), (-0.5, 0.5), (-1.0, 0.0)]:
+        _, _, _, _, info = wrapped.step(np.array([1.0, 0.0, r], np.float32))
+        assert info["executed_action"][2] == pytest.approx(expected)  # residual 0 keeps the base's value
+        assert info["executed_action"][0] == pytest.approx(0.3)  # the other dims keep their small scale
+    with pytest.raises(ValueError, match="both in absolute_dims and override_dims"):
+        residual_env(Env(), base, residual_scale=0.1, override_dims=[2], absolute_dims=[2])

@@ -67,6 +67,7 @@ class _ResidualCore:
         residual_scale: ResidualScale,
         absolute_dims: Sequence[int],
         base_key: str,
+        override_dims: Sequence[int] = (),
     ) -> None:
         if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
             raise TypeError(f"residual wrappers need a 1-D Box action space, got {action_space}")
@@ -90,6 +91,12 @@ class _ResidualCore:
         if self.absolute_dims.size and (self.absolute_dims.min() < -self.dim or self.absolute_dims.max() >= self.dim):
             raise ValueError(f"absolute_dims {self.absolute_dims.tolist()} out of range for {self.dim} action dims")
         self.absolute_dims %= self.dim
+        self.override_dims = np.asarray(list(override_dims), dtype=np.int64)
+        if self.override_dims.size and (self.override_dims.min() < -self.dim or self.override_dims.max() >= self.dim):
+            raise ValueError(f"override_dims {self.override_dims.tolist()} out of range for {self.dim} action dims")
+        self.override_dims %= self.dim
+        if np.intersect1d(self.override_dims, self.absolute_dims).size:
+            raise ValueError("a dim cannot be both in absolute_dims and override_dims")
         self.base_key = base_key
         self.num_steps = 0
         if isinstance(residual_scale, Mapping):
@@ -102,8 +109,14 @@ class _ResidualCore:
     def residual_scale(self) -> np.ndarray:
         if self._schedule is None:
             assert self._fixed is not None
-            return self._fixed
-        return _validate_scale(self._schedule(self.num_steps), self.dim)
+            scale = self._fixed
+        else:
+            scale = _validate_scale(self._schedule(self.num_steps), self.dim)
+        if self.override_dims.size:
+            # full authority: a residual of +-1 reaches either bound from any base value
+            scale = np.broadcast_to(scale, (self.dim,)).copy()
+            scale[self.override_dims] = (self.high - self.low)[self.override_dims]
+        return scale
 
     def compose(self, base: np.ndarray, residual: np.ndarray) -> np.ndarray:
         residual = np.asarray(residual, dtype=np.float32)
@@ -123,12 +136,16 @@ class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """The agent outputs a residual in ``Box(-1, 1)``; the env executes ``clip(base + residual_scale * residual)``.
 
     The base action is read from the observation key ``vla_action`` (added by :class:`VLAObservationWrapper`).
-    Dims in ``absolute_dims`` are set by the policy alone: its ``[-1, 1]`` is mapped onto the env's bounds there
-    (GarmentFold's stage-advance signal). ``info`` gets ``base_action``, ``residual`` and ``executed_action``.
+    Dims in ``absolute_dims`` are set by the policy alone: its ``[-1, 1]`` is mapped onto the env's bounds there, so
+    a zero residual gives the middle of the range, not the base's value. Dims in ``override_dims`` stay residual but
+    with a scale of the whole range: they start from the base's value and the policy can drive them to either bound
+    (GarmentFold's stage-advance signal: the base's advance requests are kept at step 0, the policy may override).
+    ``info`` gets ``base_action``, ``residual`` and ``executed_action``.
 
     :param env: an env whose Dict observation holds ``base_key``.
     :param residual_scale: float, per-dim list, callable ``step -> scale`` or ``{start, end, steps}`` mapping.
     :param absolute_dims: action dims not added to the base.
+    :param override_dims: action dims with full authority around the base (scale = action range).
     :param base_key: observation key of the base action.
     :param keep_base_in_obs: whether the agent sees ``vla_action``.
 
@@ -147,16 +164,20 @@ class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         absolute_dims: Sequence[int] = (),
         base_key: str = ACTION_KEY,
         keep_base_in_obs: bool = True,
+        override_dims: Sequence[int] = (),
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self,
             residual_scale=residual_scale,
             absolute_dims=list(absolute_dims),
+            override_dims=list(override_dims),
             base_key=base_key,
             keep_base_in_obs=keep_base_in_obs,
         )
         gym.Wrapper.__init__(self, env)
-        self.core = _ResidualCore(env.observation_space, env.action_space, residual_scale, absolute_dims, base_key)
+        self.core = _ResidualCore(
+            env.observation_space, env.action_space, residual_scale, absolute_dims, base_key, override_dims
+        )
         assert isinstance(env.observation_space, spaces.Dict)
         self.observation_space = self.core.agent_space(env.observation_space, keep_base_in_obs)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(self.core.dim,), dtype=np.float32)
@@ -204,8 +225,11 @@ class VecResidualActionWrapper(VecEnvWrapper):
         absolute_dims: Sequence[int] = (),
         base_key: str = ACTION_KEY,
         keep_base_in_obs: bool = True,
+        override_dims: Sequence[int] = (),
     ) -> None:
-        self.core = _ResidualCore(venv.observation_space, venv.action_space, residual_scale, absolute_dims, base_key)
+        self.core = _ResidualCore(
+            venv.observation_space, venv.action_space, residual_scale, absolute_dims, base_key, override_dims
+        )
         assert isinstance(venv.observation_space, spaces.Dict)
         super().__init__(
             venv,
