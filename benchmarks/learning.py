@@ -388,25 +388,34 @@ def bootstrap_ci(
 
 
 def summarise(curves: dict[tuple[str, int], dict[int, float]], steps: int, margin: float) -> dict[str, dict[str, Any]]:
-    """Per arm: final IQM + CI, steps to base + margin (per seed), largest dip below the base."""
-    base_vals = [c[max(c)] for (a, _), c in curves.items() if a == "base" and c]
-    base = float(np.mean(base_vals)) if base_vals else float("nan")
+    """Per arm: final IQM + CI, gain over the base, steps to base + margin, largest dip below the base.
+
+    Gains, targets and dips are paired per seed (every arm of a seed is evaluated on the same episodes, so the
+    base's own value on that seed is the reference); seeds without a base run use the mean base.
+    """
+    base_by_seed = {s: c[max(c)] for (a, s), c in curves.items() if a == "base" and c}
+    base = float(np.mean(list(base_by_seed.values()))) if base_by_seed else float("nan")
     out: dict[str, dict[str, Any]] = {}
     for arm in ARMS:
         seeds = sorted(s for (a, s) in curves if a == arm)
         if not seeds:
             continue
-        finals, reach, dips, last_steps = [], [], [], []
+        finals, gains, reach, dips, last_steps = [], [], [], [], []
         for s in seeds:
             c = curves[(arm, s)]
+            ref = base_by_seed.get(s, base)
             last = max(c)
             last_steps.append(last)
             finals.append(c[last])
-            hit = [st for st in sorted(c) if c[st] >= base + margin]
+            gains.append(c[last] - ref)
+            hit = [st for st in sorted(c) if c[st] >= ref + margin]
             reach.append(hit[0] if hit else None)
-            dips.append(max(0.0, max(base - v for v in c.values())))
+            dips.append(max(0.0, max(ref - v for v in c.values())))
         common = sorted(set.intersection(*(set(curves[(arm, s)]) for s in seeds)))
-        mean_dip = max([0.0, *(base - float(np.mean([curves[(arm, s)][st] for s in seeds])) for st in common)])
+        refs = [base_by_seed.get(s, base) for s in seeds]
+        mean_dip = max(
+            [0.0, *(float(np.mean([r - curves[(arm, s)][st] for s, r in zip(seeds, refs)])) for st in common)]
+        )
         lo, hi = bootstrap_ci(finals)
         reached = [r for r in reach if r is not None]
         out[arm] = dict(
@@ -414,6 +423,7 @@ def summarise(curves: dict[tuple[str, int], dict[int, float]], steps: int, margi
             final=iqm(finals),
             ci=(lo, hi),
             finals=finals,
+            gain=float(np.mean(gains)),
             last_step=min(last_steps),
             complete=min(last_steps) >= steps,
             reach=reach,
@@ -484,24 +494,25 @@ def table(
         f"{', absolute dims ' + str(list(setup.absolute_dims)) if setup.absolute_dims else ', residual on every dim'}. "
         f"Embedding arms: {setup.emb_note}. Target for 'steps to base + margin': base + {setup.margin:g} {unit}. "
         "Final = the last evaluation of each seed; IQM and 95% percentile-bootstrap CI over seeds "
-        "(with 2-3 seeds the IQM is the mean and the CI is rough). Dip = largest (base - eval), per seed and for "
-        "the mean curve.",
+        "(with 2-3 seeds the IQM is the mean and the CI is rough). Gain, steps to target and dips are paired per "
+        "seed against the base's value on the same evaluation episodes; gain = mean over seeds of (final - base); "
+        "dip = largest (base - eval) at any evaluation, for the worst seed and for the mean curve.",
         "",
-        f"| arm | seeds | steps run | final (IQM) | 95% CI | per seed | steps to base + {setup.margin:g} "
-        "| largest dip below base (worst seed / mean curve) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| arm | seeds | steps run | final (IQM) | 95% CI | per seed | gain vs base "
+        f"| steps to base + {setup.margin:g} | largest dip below base (worst seed / mean curve) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for arm in args.arms:
         if arm in not_applicable:
-            lines.append(f"| {ARM_TITLES[arm]} | - | - | n/a | | | | {not_applicable[arm]} |")
+            lines.append(f"| {ARM_TITLES[arm]} | - | - | n/a | | | | | {not_applicable[arm]} |")
             continue
         s = summary.get(arm)
         if s is None:
-            lines.append(f"| {ARM_TITLES[arm]} | 0 | - | not run | | | | |")
+            lines.append(f"| {ARM_TITLES[arm]} | 0 | - | not run | | | | | |")
             continue
         per_seed = ", ".join(_fmt(v, setup.metric) for v in s["finals"])
         if arm == "base":
-            reach, dip = "(reference)", "(reference)"
+            reach, dip, gain = "(reference)", "(reference)", "-"
         else:
             reach = (
                 f"{s['reach_median']:.0f} (median)"
@@ -510,10 +521,12 @@ def table(
                 + (f" ({', '.join(str(r) for r in s['reach'] if r is not None)})" if s["reached"] else "")
             )
             dip = f"{s['dip_seed']:.0f} / {s['dip_mean']:.0f} {unit}"
+            gain = f"{s['gain']:+.0f} {unit}"
         steps_run = f"{s['last_step']}" + ("" if s["complete"] else " (partial)")
         lines.append(
             f"| {ARM_TITLES[arm]} | {s['seeds']} | {steps_run} | {_fmt(s['final'], setup.metric)} | "
-            f"[{_fmt(s['ci'][0], setup.metric)}, {_fmt(s['ci'][1], setup.metric)}] | {per_seed} | {reach} | {dip} |"
+            f"[{_fmt(s['ci'][0], setup.metric)}, {_fmt(s['ci'][1], setup.metric)}] | {per_seed} | {gain} | "
+            f"{reach} | {dip} |"
         )
     lines += ["", *targets(summary, setup)]
     return "\n".join(lines)
@@ -536,7 +549,7 @@ def targets(summary: dict[str, dict[str, Any]], setup: EnvSetup) -> list[str]:
 
 def _arm_targets(summary: dict[str, dict[str, Any]], arm: str, base: float, setup: EnvSetup) -> list[str]:
     r = summary[arm]
-    gain, steps = r["final"] - base, r["last_step"]
+    gain, steps = r["gain"], r["last_step"]
     if setup.env_id == "GarmentFold-v0":
         out = [
             f"- beats base success by >= 30 points within 200k env steps: {'MET' if gain >= 30 else 'NOT MET'} "

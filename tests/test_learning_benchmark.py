@@ -56,6 +56,8 @@ def test_summary_statistics():
     s = learning.summarise(curves, steps=10, margin=20.0)
     assert s["base"]["final"] == pytest.approx(45.0)
     assert s["residual"]["final"] == pytest.approx(85.0)
-    assert s["residual"]["reach"] == [10, 5]  # first eval >= 45 + 20 per seed
-    assert s["residual"]["dip_seed"] == pytest.approx(5.0) and s["residual"]["dip_mean"] == pytest.approx(0.0)
+    # paired per seed: seed 0's base is 50, seed 1's is 40
+    assert s["residual"]["gain"] == pytest.approx(40.0)
+    assert s["residual"]["reach"] == [10, 5]  # first eval >= that seed's base + 20
+    assert s["residual"]["dip_seed"] == pytest.approx(10.0) and s["residual"]["dip_mean"] == pytest.approx(0.0)
     assert learning.iqm([0, 1, 2, 3, 100, 4, 5, 6]) == pytest.approx(3.5)
