@@ -683,7 +683,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     ylabel = "success rate (%)" if setup.metric == "success" else "mean episode return"
     plot(
         curves,
-        f"{args.env} {args.algo.upper()}: {len(seeds)} seeds, {args.eval_episodes} eval episodes",
+        f"{args.env} {args.algo.upper()}: mean of {len(seeds)} seeds (95% bootstrap band), "
+        f"{args.eval_episodes} eval episodes per point",
         ylabel,
         args.png,
     )
