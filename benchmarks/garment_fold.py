@@ -90,6 +90,7 @@ def vec_sps(kind: str, steps: int, n_envs: int = 2) -> tuple[float, float]:
     """
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
+    vec: DummyVecEnv | SubprocVecEnv
     if kind == "subproc":
         vec = SubprocVecEnv([_make_env for _ in range(n_envs)], start_method="spawn")
         pids = [p.pid for p in vec.processes if p.pid is not None]
