@@ -8,7 +8,7 @@ Usage::
 Steps: (1) collect ``--demos`` episodes of the env's privileged scripted controller (``env.unwrapped.
 scripted_action()``, perception noise ``--noise`` m) with the rendered 128x128 RGB, the instruction and the
 proprioception, keeping only successful episodes unless ``--keep-failed``; (2) train by behaviour cloning (MSE on
-the normalised joint-target offsets of an action chunk, BCE on the stage-advance dim); (3) evaluate the model
+the normalised joint targets of an action chunk, BCE on the stage-advance dim); (3) evaluate the model
 closed loop (its own actions) on ``--eval-episodes`` seeded episodes; (4) write ``DIR/NAME.pt`` (state dict +
 config + metadata, loadable with ``torch.load(weights_only=True)``) and the model card ``DIR/NAME.md``.
 
@@ -222,12 +222,12 @@ class DemoData:
 
 
 def set_normalisation(model: SmallVLA, data: DemoData) -> None:
-    """Set the model's state and joint-offset statistics from the demonstrations."""
+    """Set the model's state and joint-target (or offset) statistics from the demonstrations."""
     s = data.state_vector(model.state_keys)
     model.state_mean.copy_(th.as_tensor(s.mean(0)))
     model.state_std.copy_(th.as_tensor(np.maximum(s.std(0), 1e-2)))
     jd = model.action_dim - 1
-    delta = data.targets[:, :, :jd] - data.state["joint_pos"][:, None, :jd]
+    delta = data.targets[:, :, :jd] - (data.state["joint_pos"][:, None, :jd] if model.relative else 0.0)
     valid = data.mask.astype(bool)
     model.delta_mean.copy_(th.as_tensor(delta[valid].mean(0)))
     model.delta_std.copy_(th.as_tensor(np.maximum(delta[valid].std(0), 1e-2)))
@@ -236,10 +236,11 @@ def set_normalisation(model: SmallVLA, data: DemoData) -> None:
 def bc_loss(
     model: SmallVLA, obs: dict[str, Any], target: th.Tensor, mask: th.Tensor, pos_weight: float
 ) -> tuple[th.Tensor, dict[str, float]]:
-    """MSE on the normalised joint offsets + BCE on the stage-advance logit, masked past the episode end."""
+    """MSE on the normalised joint targets (or offsets) + BCE on the stage-advance logit, masked past episode ends."""
     delta, logit, jpos = model.raw_chunk(obs)
     jd = model.action_dim - 1
-    want = (target[..., :jd] - jpos.unsqueeze(1) - model.delta_mean) / model.delta_std
+    ref = jpos.unsqueeze(1) if model.relative else 0.0
+    want = (target[..., :jd] - ref - model.delta_mean) / model.delta_std
     mse = ((delta - want) ** 2).mean(-1)
     bce = th.nn.functional.binary_cross_entropy_with_logits(
         logit, target[..., jd], pos_weight=th.tensor(pos_weight), reduction="none"
@@ -268,14 +269,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--freeze-encoder", action="store_true", help="train only the action head (needs --init)")
     p.add_argument("--init", default=None, help="initial weights (a .pt written by this command)")
     p.add_argument("--horizon", type=int, default=4, help="action chunk length H")
-    p.add_argument("--exec-horizon", type=int, default=2, help="actions of each chunk executed per query")
+    p.add_argument("--exec-horizon", type=int, default=1, help="actions of each chunk executed per query")
+    p.add_argument("--relative", action="store_true", help="predict joint targets as offsets from joint_pos")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--shift", type=int, default=4, help="random-shift image augmentation (pixels)")
     p.add_argument("--pos-weight", type=float, default=5.0, help="BCE weight of stage-advance positives")
     p.add_argument("--max-episode-steps", type=int, default=None, help="episode cap (default: the env's)")
     p.add_argument("--workers", type=int, default=2, help="subprocesses for demo collection and evaluation")
-    p.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for training (1 is fastest on a busy CPU)")
     args = p.parse_args(argv)
     if args.freeze_encoder and not args.init:
         p.error("--freeze-encoder fine-tunes the action head of an existing model: pass --init CKPT")
@@ -326,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     todo = [j for j in todo if not files[j[1]].exists()]
     log(f"collecting {len(todo)} of {args.demos} demos (noise {args.noise} m) with {args.workers} workers")
     _run_jobs(collect_episode, todo, args.workers, log)
+    n_collected = len(todo)
     collect_s = time.perf_counter() - t0
     succ = {s: bool(np.load(files[s])["success"]) for s in demo_seeds}
     kept = [s for s in demo_seeds if succ[s] or args.keep_failed]
@@ -338,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.init:
         model = load_small_vla(args.init, horizon=args.horizon, exec_horizon=args.exec_horizon)
     else:
-        model = SmallVLA(horizon=args.horizon, exec_horizon=args.exec_horizon)
+        model = SmallVLA(horizon=args.horizon, exec_horizon=args.exec_horizon, relative=args.relative)
         set_normalisation(model, data)
     if args.freeze_encoder:
         for p in model.encoder_parameters():
@@ -353,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     start_epoch, train_s, history = 0, 0.0, []
     fingerprint: list[Any] = [args.demos, args.noise, args.seed, args.horizon, args.epochs, args.freeze_encoder]
     fingerprint += [args.init] + ([args.action_noise] if args.action_noise > 0 else [])
+    fingerprint += [] if args.relative else ["absolute"]
     if state_path.exists():
         st = th.load(state_path, map_location="cpu", weights_only=False)
         if st.get("fingerprint") == fingerprint:
@@ -413,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "demo_seeds": [demo_seeds[0], demo_seeds[-1]],
         "demo_noise_m": args.noise,
         "demo_action_noise": args.action_noise,
+        "demos_collected_now": n_collected,
         "scripted_success": n_succ,
         "episodes_trained": len(kept),
         "steps_trained": len(data),
@@ -488,6 +493,7 @@ def model_card(model: SmallVLA, meta: dict[str, Any], history: list[dict[str, An
         if d.get("demo_action_noise")
         else ""
     )
+    rel_pos, rel_off = (" + current `joint_pos`", " (offsets)") if cfg["relative"] else ("", "")
     frozen = f" Encoder frozen (action head only), initialised from `{d['init']}`." if d["freeze_encoder"] else ""
     return f"""# SmallVLA for {d["env"]}
 
@@ -508,7 +514,7 @@ Load: `--base small-vla:{weights}` (shipped: `small-vla:garment_fold`) or
   observation; the model reads it next to the image.
 - Trunk MLP {cfg["hidden"]}-{cfg["hidden"]}-{cfg["embedding_dim"]} (LayerNorm) -> the {cfg["embedding_dim"]}-D
   embedding (`embed(obs)`, the base's `vla_embedding`) -> linear action head -> chunk of
-  {cfg["horizon"]} x {cfg["action_dim"]}: joint targets = current `joint_pos` + de-normalised offset (clipped to
+  {cfg["horizon"]} x {cfg["action_dim"]}: joint targets = de-normalised output{rel_pos} (clipped to
   [-1, 1]), stage advance = sigmoid. `forward` returns the first {cfg["exec_horizon"]} actions.
 - {d["parameters"]:,} parameters ({d["trainable_parameters"]:,} trained in this run).
 
@@ -517,10 +523,11 @@ Load: `--base small-vla:{weights}` (shipped: `small-vla:garment_fold`) or
   {100 * d["demo_noise_m"]:.1f} cm{dart}, seeds `{d["demo_seeds"][0]}..{d["demo_seeds"][1]}`; it succeeded in
   {d["scripted_success"]}/{d["demos"]}. Trained on {d["episodes_trained"]} episodes
   ({"all" if d["keep_failed"] else "successful only"}), {d["steps_trained"]} steps.
-- Collection took {d["collect_s"] / 60:.1f} min (this run; 0 when resumed from saved demos).
+- Collection took {d["collect_s"] / 60:.1f} min in the invocation that wrote this card
+  ({d["demos_collected_now"]} episodes collected then; demos already in the work directory are reused).
 
 ## Training
-- Behaviour cloning: MSE on the normalised joint-target offsets of every chunk step, BCE (positive weight) on
+- Behaviour cloning: MSE on the normalised joint targets{rel_off} of every chunk step, BCE (positive weight) on
   the stage-advance dim, masked past the episode end; AdamW lr {d["lr"]}, one-cycle, batch {d["batch_size"]},
   {d["epochs"]} epochs, random-shift image augmentation.{frozen}
 - Training time {d["train_s"] / 60:.1f} min on {d["torch_threads"]} CPU threads (shared 2-core machine).

@@ -4,8 +4,9 @@
 action chunk ``(B, H, 61)``: a compact CNN with a spatial-softmax head (image -> 2-D feature points), a learned
 token embedding of the instruction (the known instructions map to ids, anything else to a fallback id), and the
 normalised state vector go through an MLP trunk whose output is the embedding (``embed(obs)``, used as
-``vla_embedding``); one linear action head maps it to the chunk. Joint targets are predicted as normalised offsets
-from the current joint positions; the stage-advance dim is a probability in ``[0, 1]``.
+``vla_embedding``); one linear action head maps it to the chunk. Joint targets are predicted in normalised units
+(absolute, or as offsets from the current joint positions with ``relative=True``); the stage-advance dim is a
+probability in ``[0, 1]``.
 
 It follows the ``module:`` backend's protocol (``forward(obs) -> action``, ``embed(obs) -> (B, D)``), so both
 ``--base small-vla:garment_fold`` (the shipped weights) and
@@ -75,6 +76,8 @@ class SmallVLA(nn.Module):
     :param channels: CNN channels per layer; :param keypoints_2d: feature points of the spatial softmax.
     :param text_dim: instruction embedding size; :param hidden: trunk hidden size; :param embedding_dim: trunk
         output size (the ``vla_embedding``).
+    :param relative: predict joint targets as offsets from the current ``joint_pos`` (an integrator: a biased
+        offset drifts to the joint limits off the data) instead of absolute normalised targets.
 
     Example::
 
@@ -95,7 +98,7 @@ class SmallVLA(nn.Module):
         self,
         action_dim: int = 61,
         horizon: int = 4,
-        exec_horizon: int = 2,
+        exec_horizon: int = 1,
         image_key: str = "rgb",
         image_size: int = 128,
         state_keys: Sequence[str] = DEFAULT_STATE_KEYS,
@@ -107,6 +110,7 @@ class SmallVLA(nn.Module):
         text_dim: int = 32,
         hidden: int = 512,
         embedding_dim: int = 256,
+        relative: bool = False,
     ) -> None:
         super().__init__()
         if not 1 <= exec_horizon <= horizon:
@@ -123,6 +127,7 @@ class SmallVLA(nn.Module):
         self.instruction_key = instruction_key
         self.vocab = tuple(vocab)
         self.embedding_dim = int(embedding_dim)
+        self.relative = bool(relative)
         c1, c2, c3, c4 = (int(c) for c in channels)
         # 128 -> 31 -> 14 -> 6 -> 6: the first strided layer keeps the CPU cost low (~10 M MACs per image).
         self.encoder = nn.Sequential(
@@ -136,7 +141,7 @@ class SmallVLA(nn.Module):
             SpatialSoftmax(),
         )
         self.text = nn.Embedding(len(self.vocab) + 1, text_dim)
-        # learned-statistics normalisation of the state and of the action offsets (set from the data by pretrain)
+        # data statistics of the state and of the joint targets (of target - joint_pos when relative), set by pretrain
         self.register_buffer("state_mean", th.zeros(self.state_dim))
         self.register_buffer("state_std", th.ones(self.state_dim))
         self.register_buffer("delta_mean", th.zeros(self.action_dim - 1))
@@ -204,7 +209,7 @@ class SmallVLA(nn.Module):
         return self.trunk(z), jpos
 
     def raw_chunk(self, obs: dict[str, Any]) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        """Unsquashed outputs: ``(normalised joint offsets (B, H, 60), advance logits (B, H), joint_pos (B, 60))``."""
+        """Raw outputs ``(normalised joint targets/offsets (B, H, 60), advance logits (B, H), joint_pos (B, 60))``."""
         emb, jpos = self.features(obs)
         out = self.head(emb).view(-1, self.horizon, self.action_dim)
         return out[..., : self.action_dim - 1], out[..., -1], jpos
@@ -212,7 +217,10 @@ class SmallVLA(nn.Module):
     def predict_chunk(self, obs: dict[str, Any]) -> th.Tensor:
         """The full predicted chunk ``(B, H, A)`` in action units (joint targets in [-1, 1], advance in [0, 1])."""
         delta, logit, jpos = self.raw_chunk(obs)
-        joints = (jpos.unsqueeze(1) + delta * self.delta_std + self.delta_mean).clamp(-1.0, 1.0)
+        joints = delta * self.delta_std + self.delta_mean
+        if self.relative:
+            joints = joints + jpos.unsqueeze(1)
+        joints = joints.clamp(-1.0, 1.0)
         return th.cat([joints, th.sigmoid(logit).unsqueeze(-1)], dim=-1)
 
     def forward(self, obs: dict[str, Any]) -> th.Tensor:
@@ -245,6 +253,7 @@ class SmallVLA(nn.Module):
             "text_dim": self.text.embedding_dim,
             "hidden": self.trunk[0].out_features,
             "embedding_dim": self.embedding_dim,
+            "relative": self.relative,
         }
 
 
@@ -270,7 +279,7 @@ def load_small_vla(path: str | Path, **overrides: Any) -> SmallVLA:
     ckpt = th.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{str(path)!r} is not a SmallVLA checkpoint (expected keys 'state_dict', 'config')")
-    config = {**dict(ckpt.get("config") or {}), **overrides}
+    config = {"relative": True, **dict(ckpt.get("config") or {}), **overrides}  # older files: relative
     model = SmallVLA(**config)
     model.load_state_dict(ckpt["state_dict"])
     return model
