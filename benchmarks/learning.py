@@ -13,7 +13,7 @@ Arms, all on the same seeds, env-step budget and evaluation protocol:
 
 The embedding arms need a base that gives an embedding. Pendulum-v1 uses a biased swing-up controller plus a
 frozen random MLP of the observation as its "embedding" (a stand-in for a frozen trunk, not a VLA); GarmentFold-v0
-composes the scripted folder with the shipped small VLA's embedding (``compose:scripted+small-vla:garment_fold``)
+composes the scripted folder with the shipped small VLA's embedding (``scripted+small-vla:garment_fold``)
 when its weights exist; the ManiSkill scripted bases give none. Arms that cannot run are listed as not applicable
 in the output, never silently dropped.
 
@@ -149,10 +149,10 @@ def env_setup(env_id: str) -> EnvSetup:
             metric="success",
             margin=20.0,
             base="scripted",
-            emb_base="compose:scripted+small-vla:garment_fold" if have_vla else None,
+            emb_base="scripted+small-vla:garment_fold" if have_vla else None,
             emb_note=(
                 "scripted folder's action + the shipped small VLA's trunk embedding "
-                "(compose:scripted+small-vla:garment_fold, env rendered with rgb_obs=True at 128 px)"
+                "(scripted+small-vla:garment_fold, env rendered with rgb_obs=True at 128 px)"
                 if have_vla
                 else "not applicable: the scripted folder gives no embedding and the small VLA's weights "
                 "(sb3_vla/assets/garment_fold_vla.pt) were missing when this ran"
@@ -489,8 +489,10 @@ def table(
         f" --arms {','.join(args.arms)}`",
         f"(curves: `{_rel(args.csv)}`, plot: `{_rel(args.png)}`).",
         "",
-        f"Metric: {metric_name} over {args.eval_episodes} deterministic episodes per evaluation (the same "
-        f"evaluation seeds for every arm). Base: `{_base_name(setup.base)}`; residual scale {setup.residual_scale}"
+        f"Metric: {metric_name} over {args.eval_episodes} deterministic episodes per evaluation; the evaluation env "
+        "is re-seeded with the same seed before every evaluation of every arm of a seed (the first episode is "
+        "identical; later ones follow the same seeded stream, exactly identical only where the env draws no "
+        "randomness while stepping, e.g. Pendulum). Base: `{_base_name(setup.base)}`; residual scale {setup.residual_scale}"
         f"{', absolute dims ' + str(list(setup.absolute_dims)) if setup.absolute_dims else ', residual on every dim'}. "
         f"Embedding arms: {setup.emb_note}. Target for 'steps to base + margin': base + {setup.margin:g} {unit}. "
         "Final = the last evaluation of each seed; IQM and 95% percentile-bootstrap CI over seeds "
@@ -529,6 +531,8 @@ def table(
             f"{reach} | {dip} |"
         )
     lines += ["", *targets(summary, setup)]
+    if args.note:
+        lines += ["", args.note]
     return "\n".join(lines)
 
 
@@ -619,6 +623,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--results-md", type=Path, default=None, help="RESULTS.md to write (default benchmarks/)")
     p.add_argument("--no-run", action="store_true", help="only rebuild the plot and table from the CSV")
+    p.add_argument("--note", default="", help="free text appended to the RESULTS.md section (caveats of the run)")
     args = p.parse_args(argv)
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     bad = [a for a in args.arms if a not in ARMS]
