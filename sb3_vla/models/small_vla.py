@@ -156,6 +156,7 @@ class SmallVLA(nn.Module):
             nn.ReLU(),
         )
         self.head = nn.Linear(self.embedding_dim, self.horizon * self.action_dim)
+        self._last: tuple[Any, th.Tensor] | None = None
 
     # ------------------------------------------------------------------------------------------------ inputs
     def _image(self, obs: dict[str, Any]) -> th.Tensor:
@@ -216,7 +217,11 @@ class SmallVLA(nn.Module):
 
     def predict_chunk(self, obs: dict[str, Any]) -> th.Tensor:
         """The full predicted chunk ``(B, H, A)`` in action units (joint targets in [-1, 1], advance in [0, 1])."""
-        delta, logit, jpos = self.raw_chunk(obs)
+        return self._chunk(*self.features(obs))
+
+    def _chunk(self, emb: th.Tensor, jpos: th.Tensor) -> th.Tensor:
+        out = self.head(emb).view(-1, self.horizon, self.action_dim)
+        delta, logit = out[..., : self.action_dim - 1], out[..., -1]
         joints = delta * self.delta_std + self.delta_mean
         if self.relative:
             joints = joints + jpos.unsqueeze(1)
@@ -225,10 +230,18 @@ class SmallVLA(nn.Module):
 
     def forward(self, obs: dict[str, Any]) -> th.Tensor:
         """The first ``exec_horizon`` actions of the chunk, ``(B, exec_horizon, A)``."""
-        return self.predict_chunk(obs)[:, : self.exec_horizon]
+        emb, jpos = self.features(obs)
+        if not self.training and not th.is_grad_enabled():
+            # a base calls forward(obs) then embed(obs) on the same dict: keep the features for embed
+            self._last = (obs, emb)
+        return self._chunk(emb, jpos)[:, : self.exec_horizon]
 
     def embed(self, obs: dict[str, Any]) -> th.Tensor:
         """The trunk output (the input of the linear action head), ``(B, embedding_dim)``."""
+        last = getattr(self, "_last", None)
+        self._last = None
+        if last is not None and last[0] is obs and not self.training:
+            return last[1]
         return self.features(obs)[0]
 
     def encoder_parameters(self) -> list[nn.Parameter]:
