@@ -269,8 +269,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--freeze-encoder", action="store_true", help="train only the action head (needs --init)")
     p.add_argument("--init", default=None, help="initial weights (a .pt written by this command)")
     p.add_argument("--horizon", type=int, default=4, help="action chunk length H")
-    p.add_argument("--exec-horizon", type=int, default=1, help="actions of each chunk executed per query")
-    p.add_argument("--relative", action="store_true", help="predict joint targets as offsets from joint_pos")
+    p.add_argument("--exec-horizon", type=int, default=2, help="actions of each chunk executed per query")
+    p.add_argument("--absolute", action="store_true", help="predict absolute joint targets, not offsets from joint_pos")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--shift", type=int, default=4, help="random-shift image augmentation (pixels)")
@@ -341,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.init:
         model = load_small_vla(args.init, horizon=args.horizon, exec_horizon=args.exec_horizon)
     else:
-        model = SmallVLA(horizon=args.horizon, exec_horizon=args.exec_horizon, relative=args.relative)
+        model = SmallVLA(horizon=args.horizon, exec_horizon=args.exec_horizon, relative=not args.absolute)
         set_normalisation(model, data)
     if args.freeze_encoder:
         for p in model.encoder_parameters():
@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     start_epoch, train_s, history = 0, 0.0, []
     fingerprint: list[Any] = [args.demos, args.noise, args.seed, args.horizon, args.epochs, args.freeze_encoder]
     fingerprint += [args.init] + ([args.action_noise] if args.action_noise > 0 else [])
-    fingerprint += [] if args.relative else ["absolute"]
+    fingerprint += ["absolute"] if args.absolute else []
     if state_path.exists():
         st = th.load(state_path, map_location="cpu", weights_only=False)
         if st.get("fingerprint") == fingerprint:

@@ -76,8 +76,8 @@ class SmallVLA(nn.Module):
     :param channels: CNN channels per layer; :param keypoints_2d: feature points of the spatial softmax.
     :param text_dim: instruction embedding size; :param hidden: trunk hidden size; :param embedding_dim: trunk
         output size (the ``vla_embedding``).
-    :param relative: predict joint targets as offsets from the current ``joint_pos`` (an integrator: a biased
-        offset drifts to the joint limits off the data) instead of absolute normalised targets.
+    :param relative: predict joint targets as offsets from the current ``joint_pos`` (precise near the data; off
+        it a biased offset integrates towards the joint limits) instead of absolute normalised targets.
 
     Example::
 
@@ -98,7 +98,7 @@ class SmallVLA(nn.Module):
         self,
         action_dim: int = 61,
         horizon: int = 4,
-        exec_horizon: int = 1,
+        exec_horizon: int = 2,
         image_key: str = "rgb",
         image_size: int = 128,
         state_keys: Sequence[str] = DEFAULT_STATE_KEYS,
@@ -110,7 +110,7 @@ class SmallVLA(nn.Module):
         text_dim: int = 32,
         hidden: int = 512,
         embedding_dim: int = 256,
-        relative: bool = False,
+        relative: bool = True,
     ) -> None:
         super().__init__()
         if not 1 <= exec_horizon <= horizon:
