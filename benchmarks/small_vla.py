@@ -136,7 +136,7 @@ Command: `python -m benchmarks.small_vla --repeats {args.repeats} --threads {arg
 ({path.stat().st_size / 1e6:.2f} MB, {count_parameters(model):,} parameters), made by
 `{meta.get("command")}` (demos: {meta.get("demos")} scripted episodes at {100 * float(meta.get("demo_noise_m", 0)):.1f}
 cm noise, {demo_rate} successful, {meta.get("steps_trained")} steps trained on; training
-{float(meta.get("train_s", 0)) / 60:.1f} min on 2 threads of the shared 2-core CPU).
+{float(meta.get("train_s", 0)) / 60:.1f} min on the shared, heavily loaded 2-core CPU).
 
 | policy (closed loop, seeds {seeds_txt}) | episode success (95% CI) |
 |---|---|
