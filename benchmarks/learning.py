@@ -463,7 +463,7 @@ def plot(curves: dict[tuple[str, int], dict[int, float]], title: str, ylabel: st
         ax.fill_between(steps, band[:, 0], band[:, 1], color=color, alpha=0.2)
     ax.set_xlabel("env steps")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
