@@ -121,61 +121,22 @@ def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path):
     assert json.loads((last / "meta.json").read_text())["num_timesteps"] > first_step
 
 
+def _nan_base_args(tmp_path, steps: int, *params: str):
+    """Train-CLI arguments for Pendulum-v1 with a base that turns NaN after 50 queries."""
+    argv = ["--algo", "sac", "--env", "Pendulum-v1", "--base", "tests._helpers:nan_base_factory", "-n", str(steps)]
+    argv += ["--log-folder", str(tmp_path), "--eval-freq", "0", "--save-freq", "0", "--no-progress"]
+    argv += ["-params", "learning_starts:10", "buffer_size:1000", "policy_kwargs:dict(net_arch=[16])", *params]
+    return build_parser().parse_args(argv)
+
+
 def test_base_fault_saves_checkpoint_and_names_env_step_and_base(tmp_path):
-    args = build_parser().parse_args(
-        [
-            "--algo",
-            "sac",
-            "--env",
-            "Pendulum-v1",
-            "--base",
-            "tests._helpers:nan_base_factory",
-            "-n",
-            "500",
-            "--log-folder",
-            str(tmp_path),
-            "--eval-freq",
-            "0",
-            "--save-freq",
-            "0",
-            "--no-progress",
-            "-params",
-            "learning_starts:10",
-            "buffer_size:1000",
-            "policy_kwargs:dict(net_arch=[16])",
-        ]
-    )
     with pytest.raises(BaseModelError, match=r"(?s)NaNBase returned NaN/inf for env index \[0\].*checkpoint saved"):
-        train(args)
+        train(_nan_base_args(tmp_path, 500))
     ckpt = latest_checkpoint(next(tmp_path.glob("sac/Pendulum-v1_*")) / "checkpoints")
     assert ckpt is not None and json.loads((ckpt / "meta.json").read_text())["num_timesteps"] >= 45
 
 
 def test_nonfinite_zero_mode_keeps_training(tmp_path):
-    args = build_parser().parse_args(
-        [
-            "--algo",
-            "sac",
-            "--env",
-            "Pendulum-v1",
-            "--base",
-            "tests._helpers:nan_base_factory",
-            "-n",
-            "200",
-            "--log-folder",
-            str(tmp_path),
-            "--eval-freq",
-            "0",
-            "--save-freq",
-            "0",
-            "--no-progress",
-            "-params",
-            "learning_starts:10",
-            "buffer_size:1000",
-            "nonfinite:zero",
-            "policy_kwargs:dict(net_arch=[16])",
-        ]
-    )
-    run_dir = train(args)
+    run_dir = train(_nan_base_args(tmp_path, 200, "nonfinite:zero"))
     meta = json.loads((latest_checkpoint(run_dir / "checkpoints") / "meta.json").read_text())
     assert meta["num_timesteps"] == 200
