@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m sb3_vla.pretrain --env GarmentFold-v0 --demos 80 --out DIR [--epochs E] [--seed S] [--eval-episodes K]
+    python -m sb3_vla.pretrain --env GarmentFold-v0 --demos 200 --out DIR [--epochs E] [--seed S] [--eval-episodes K]
     python -m sb3_vla.pretrain --env GarmentFold-v0 --demos 20 --out DIR --freeze-encoder --init CKPT  # Strategy 2
 
 Steps: (1) collect ``--demos`` episodes of the env's privileged scripted controller (``env.unwrapped.
@@ -254,7 +254,7 @@ def bc_loss(
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m sb3_vla.pretrain", description=__doc__.split("\n\n")[0])
     p.add_argument("--env", default="GarmentFold-v0", help="env id with env.unwrapped.scripted_action()")
-    p.add_argument("--demos", type=int, default=80, help="demonstration episodes to collect")
+    p.add_argument("--demos", type=int, default=200, help="demonstration episodes to collect")
     p.add_argument("--out", required=True, help="output directory for NAME.pt and NAME.md")
     p.add_argument("--name", default="small_vla", help="file stem of the weights and the model card")
     p.add_argument("--work-dir", default=None, help="demos, training state, eval results (default OUT/NAME_work)")
