@@ -31,6 +31,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
@@ -195,6 +196,54 @@ def build_vec_env(
     return venv
 
 
+def replay_buffer_bytes(env: VecEnv, buffer_size: int, optimize_memory_usage: bool = False) -> int:
+    """Bytes SB3's replay buffer allocates for ``env``'s spaces: observations and next observations (once with
+    ``optimize_memory_usage``, Box observations only), actions, rewards, dones and timeouts."""
+    spaces = (
+        list(env.observation_space.spaces.values())
+        if isinstance(env.observation_space, gym.spaces.Dict)
+        else [env.observation_space]
+    )
+    obs = 0
+    for space in spaces:
+        obs += int(np.prod(space.shape or ())) * np.dtype(space.dtype).itemsize
+    copies = 1 if optimize_memory_usage and not isinstance(env.observation_space, gym.spaces.Dict) else 2
+    action = int(np.prod(env.action_space.shape or (1,))) * 4
+    return buffer_size * (copies * obs + action + 3 * 4)  # per slot; SB3 stores (buffer_size // n_envs, n_envs, ...)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (``MemAvailable`` on Linux), or ``None`` where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_replay_memory(env: VecEnv, buffer_size: int, optimize_memory_usage: bool = False) -> None:
+    """Fail before allocating a replay buffer that cannot fit in memory, naming the size and the fix.
+
+    SB3 allocates the whole buffer up front (``np.zeros``); with camera images at the default ``buffer_size`` of
+    1e6 that is tens of GiB and a bare ``ArrayMemoryError`` deep inside SB3.
+    """
+    need = replay_buffer_bytes(env, buffer_size, optimize_memory_usage)
+    avail = available_memory()
+    if avail is None or need <= 0.8 * avail:
+        return
+    per_slot = need / buffer_size
+    fits = int(0.5 * avail / per_slot)
+    raise ValueError(
+        f"the replay buffer would need {need / 2**30:.1f} GiB (buffer_size {buffer_size} x {per_slot / 1e3:.1f} KB "
+        f"per transition) but only {avail / 2**30:.1f} GiB of memory is available. "
+        f"Pass -params buffer_size:{max(1, fits)} (or smaller), give the env fewer / smaller camera images "
+        "(env_kwargs), or set buffer_size in the YAML entry"
+    )
+
+
 def build_model(cfg: ResolvedConfig, env: VecEnv, seed: int, device: str, tensorboard_log: str | None) -> BaseAlgorithm:
     algo_cls = algorithms()[cfg.algo]
     kwargs = dict(cfg.model_kwargs)
@@ -209,6 +258,8 @@ def build_model(cfg: ResolvedConfig, env: VecEnv, seed: int, device: str, tensor
     policy = cfg.policy
     if policy is None:
         policy = "MultiInputPolicy" if isinstance(env.observation_space, gym.spaces.Dict) else "MlpPolicy"
+    if issubclass(algo_cls, OffPolicyAlgorithm):
+        check_replay_memory(env, int(kwargs.get("buffer_size", 1_000_000)), bool(kwargs.get("optimize_memory_usage")))
     try:
         return algo_cls(policy, env, seed=seed, device=device, tensorboard_log=tensorboard_log, **kwargs)
     except TypeError as e:

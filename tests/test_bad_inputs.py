@@ -285,12 +285,27 @@ CASES = {
         ValueError,
         r"not writable.*--log-folder",
     ),
+    "replay buffer larger than memory": (
+        lambda tp: _huge_replay_buffer(),
+        ValueError,
+        r"replay buffer would need [0-9.]+ GiB \(buffer_size 1000000 x 1574\.5 KB per transition\) .*"
+        r"-params buffer_size:",
+    ),
     "resume from a folder that is not a run": (
         lambda tp: train(_train_args(tp, "--resume", str(tp))),
         ValueError,
         r"not a run folder",
     ),
 }
+
+
+def _huge_replay_buffer() -> None:
+    # 512x512 RGB obs at SB3's default buffer_size: ~1.5 TB (obs and next_obs); fails before any allocation
+    from sb3_vla.train import build_model
+
+    env = make_vec_env(lambda: ToyDictEnv(image_size=512), n_envs=1)
+    cfg = resolve("sac", "Toy-v0", {"n_timesteps": 10})
+    build_model(cfg, env, seed=0, device="cpu", tensorboard_log=None)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -137,16 +137,25 @@ def test_scripted_base_is_closed_loop() -> None:
 @pytest.mark.maniskill
 @pytest.mark.parametrize("task", ["PickCube-v1", "PushCube-v1"])
 def test_noiseless_scripted_base_succeeds_and_reports_success(task: str) -> None:
-    env = make_env(task, "state", scripted_action_noise=0.0, scripted_target_noise=0.0)
-    try:
-        env.reset(seed=11)
-        for _ in range(env.max_episode_steps):
-            _, _, terminated, truncated, info = env.step(env.scripted_action())
-            if terminated or truncated:
-                break
-        assert info["is_success"] is True and terminated
-    finally:
-        env.close()
+    # default: success does not end the episode (dense rewards would teach RL to avoid success); opt-in ends it
+    for ignore in (True, False):
+        env = make_env(task, "state", scripted_action_noise=0.0, scripted_target_noise=0.0, ignore_terminations=ignore)
+        try:
+            env.reset(seed=11)
+            succeeded_at = None
+            for t in range(env.max_episode_steps):
+                _, _, terminated, truncated, info = env.step(env.scripted_action())
+                if info["is_success"] and succeeded_at is None:
+                    succeeded_at = t
+                if terminated or truncated:
+                    break
+            assert succeeded_at is not None
+            if ignore:
+                assert not terminated and truncated and t == env.max_episode_steps - 1
+            else:
+                assert terminated and t == succeeded_at
+        finally:
+            env.close()
 
 
 @pytest.mark.maniskill
@@ -258,7 +267,7 @@ def test_build_infos() -> None:
 
 def test_vec_env_auto_reset_on_fake_batch() -> None:
     fake = FakeBatchedEnv(num_envs=4, horizon=3)
-    venv = ManiSkillVecEnv("PickCube-v1", env=fake)  # type: ignore[arg-type]
+    venv = ManiSkillVecEnv("PickCube-v1", env=fake, ignore_terminations=False)  # type: ignore[arg-type]
     assert venv.num_envs == 4 and venv.observation_space["state"].shape == (5,)
     obs = venv.reset()
     assert obs["state"].dtype == np.float32 and obs["state"].shape == (4, 5)

@@ -113,6 +113,8 @@ class ScriptedController:
     :param device: the simulation device (``env.unwrapped.device``).
     :param action_noise_std: std of Gaussian noise added to the 6 arm dims of each action (normalised units).
     :param target_noise_std: std (m) of a per-episode xy offset added to the controller's targets.
+    :param target_bias: constant xy offset (m) added to the controller's targets in every episode: a systematic
+        (calibration) error, the kind of base error a residual policy can learn to remove.
     :param seed: seed of the controller's own noise generator (re-seeded by :meth:`reset` with a seed).
 
     Example::
@@ -128,6 +130,7 @@ class ScriptedController:
         device: th.device | str = "cpu",
         action_noise_std: float = 0.0,
         target_noise_std: float = 0.0,
+        target_bias: tuple[float, float] = (0.0, 0.0),
         seed: int | None = None,
     ) -> None:
         if action_noise_std < 0 or target_noise_std < 0:
@@ -138,6 +141,9 @@ class ScriptedController:
         self.device = th.device(device)
         self.action_noise_std = float(action_noise_std)
         self.target_noise_std = float(target_noise_std)
+        if len(target_bias) != 2:
+            raise ValueError(f"target_bias must be an (x, y) offset in metres, got {target_bias!r}")
+        self.target_bias = (float(target_bias[0]), float(target_bias[1]))
         self._gen = th.Generator(device="cpu")
         self._gen.manual_seed(0 if seed is None else int(seed))
         self.target_offset = th.zeros(self.num_envs, 3, device=self.device)
@@ -163,6 +169,8 @@ class ScriptedController:
         offset = th.zeros(n, 3, device=self.device)
         if self.target_noise_std > 0:
             offset[:, :2] = self._randn(n, 2) * self.target_noise_std
+        offset[:, 0] += self.target_bias[0]
+        offset[:, 1] += self.target_bias[1]
         self.target_offset[env_idx] = offset
         self.closing_steps[env_idx] = 0
         self.released[env_idx] = False

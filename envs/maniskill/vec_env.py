@@ -103,9 +103,11 @@ class ManiSkillVecEnv(VecEnv):
     :param sim_backend: ``"gpu"`` (``"auto"`` picks it when CUDA is available); ``"cpu"`` only works with one env.
     :param reward_mode: ManiSkill reward mode.
     :param max_episode_steps: episode length (default: the task's).
-    :param ignore_terminations: never terminate early (success does not end the episode), only truncate.
+    :param ignore_terminations: never terminate early (success does not end the episode), only truncate (default;
+        why: see :class:`~sb3_vla.envs.maniskill.ManiSkillEnv`).
     :param scripted_action_noise: see :class:`~sb3_vla.envs.maniskill.ManiSkillEnv`.
     :param scripted_target_noise: see :class:`~sb3_vla.envs.maniskill.ManiSkillEnv`.
+    :param scripted_target_bias: see :class:`~sb3_vla.envs.maniskill.ManiSkillEnv`.
     :param env: an already built batched ManiSkill env (``gym.make(task, num_envs=N, ...)``) to use instead of
         building one (the other build arguments are then ignored).
     :param maniskill_kwargs: passed on to ManiSkill's ``gym.make``.
@@ -128,9 +130,10 @@ class ManiSkillVecEnv(VecEnv):
         sim_backend: str = "gpu",
         reward_mode: str | None = None,
         max_episode_steps: int | None = None,
-        ignore_terminations: bool = False,
+        ignore_terminations: bool = True,
         scripted_action_noise: float | None = None,
         scripted_target_noise: float | None = None,
+        scripted_target_bias: tuple[float, float] = (0.0, 0.0),
         env: gym.Env | None = None,
         **maniskill_kwargs: Any,
     ) -> None:
@@ -167,6 +170,7 @@ class ManiSkillVecEnv(VecEnv):
             device=self.device,
             action_noise_std=self.task.action_noise_std if scripted_action_noise is None else scripted_action_noise,
             target_noise_std=self.task.target_noise_std if scripted_target_noise is None else scripted_target_noise,
+            target_bias=(float(scripted_target_bias[0]), float(scripted_target_bias[1])),
         )
         self._actions: th.Tensor | None = None
         self._scripted_cache: np.ndarray | None = None
