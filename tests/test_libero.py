@@ -346,3 +346,22 @@ def test_tasks_without_scripted_base_say_so(assets: str) -> None:
 
     with pytest.raises(NotImplementedError, match="LIBERO-Goal-7-v0"):
         NoController("open_the_middle_drawer_of_the_cabinet").act(None)
+
+
+@pytest.mark.libero
+def test_train_cli_on_a_libero_id(assets: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the user's command with zoo_configs/sac.yml's LIBERO-Goal-7-v0 entry (state-only obs, scripted base)
+    import yaml
+    from stable_baselines3 import SAC
+
+    from sb3_vla.train import main
+
+    monkeypatch.setenv("SB3_VLA_LIBERO_ASSETS", assets)
+    args = ["--algo", "sac", "--env", "LIBERO-Goal-7-v0", "-n", "40", "--log-folder", str(tmp_path)]
+    main([*args, "--eval-freq", "0", "-params", "learning_starts:20", "batch_size:8", "--seed", "3"])
+    run = tmp_path / "sac" / "LIBERO-Goal-7-v0_1"
+    cfg = yaml.safe_load((run / "LIBERO-Goal-7-v0" / "config.yml").read_text())
+    assert cfg["env_kwargs"] == {"cameras": []} and cfg["buffer_size"] == 100000
+    model = SAC.load(run / "LIBERO-Goal-7-v0.zip", device="cpu")
+    assert set(model.observation_space.spaces) == {"ee_pos", "ee_quat", "gripper_qpos", "vla_action"}
+    assert model.action_space.shape == (7,) and model.num_timesteps == 40
