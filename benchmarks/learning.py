@@ -166,7 +166,9 @@ def env_setup(env_id: str) -> EnvSetup:
             # the policy reads the 24 keypoint coordinates, not the 256-point cloud: a PointNet SAC update costs
             # ~1 CPU-second here, an MLP one a few ms
             ignore_keys=("rgb", "garment_pcd"),
-            sac_kwargs=dict(learning_rate=3e-4, learning_starts=500, batch_size=256, gamma=0.98, tau=0.01),
+            sac_kwargs=dict(
+                learning_rate=3e-4, learning_starts=500, batch_size=256, gamma=0.98, tau=0.01, ent_coef="auto_0.01"
+            ),
             ppo_kwargs=dict(n_steps=256, batch_size=128, learning_rate=3e-4, gamma=0.98),
             extractor_kwargs=dict(mlp_net_arch=[64], pointnet_dims=[64, 128], pointnet_output_dim=128),
         )
@@ -179,7 +181,9 @@ def env_setup(env_id: str) -> EnvSetup:
             emb_base=None,
             emb_note="not applicable: the ManiSkill scripted base gives no embedding",
             residual_scale=0.3,
-            sac_kwargs=dict(learning_rate=3e-4, learning_starts=500, batch_size=256, gamma=0.97, tau=0.01),
+            sac_kwargs=dict(
+                learning_rate=3e-4, learning_starts=500, batch_size=256, gamma=0.97, tau=0.01, ent_coef="auto_0.01"
+            ),
             ppo_kwargs=dict(n_steps=256, batch_size=128, learning_rate=3e-4, gamma=0.97),
         )
     if env_id.startswith("LIBERO-"):
@@ -192,7 +196,9 @@ def env_setup(env_id: str) -> EnvSetup:
             emb_note="not applicable: the LIBERO scripted base gives no embedding",
             residual_scale=0.2,
             env_kwargs=dict(cameras=()),  # state-only: ~35 steps/s instead of ~2.5 with two 128 px cameras
-            sac_kwargs=dict(learning_rate=3e-4, learning_starts=1000, batch_size=256, gamma=0.99, tau=0.01),
+            sac_kwargs=dict(
+                learning_rate=3e-4, learning_starts=1000, batch_size=256, gamma=0.99, tau=0.01, ent_coef="auto_0.01"
+            ),
             ppo_kwargs=dict(n_steps=600, batch_size=150, learning_rate=3e-4, gamma=0.99),
         )
     raise ValueError(
