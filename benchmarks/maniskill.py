@@ -160,8 +160,9 @@ def scripted_success(task: str, episodes: int, noise: bool = True, seed0: int = 
     """Success rate (and mean episode length) of the scripted base alone, over seeded episodes."""
     from sb3_vla.envs.maniskill import ManiSkillEnv
 
-    kwargs = {} if noise else dict(scripted_action_noise=0.0, scripted_target_noise=0.0)
-    env = ManiSkillEnv(task, **kwargs)
+    kwargs: dict[str, Any] = {} if noise else dict(scripted_action_noise=0.0, scripted_target_noise=0.0)
+    # an episode ends at its first success: the length column is the time to success
+    env = ManiSkillEnv(task, ignore_terminations=False, **kwargs)
     wins, lengths = [], []
     for ep in range(episodes):
         env.reset(seed=seed0 + ep)
