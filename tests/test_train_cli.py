@@ -127,7 +127,7 @@ def test_garment_fold_headline_command(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     run = tmp_path / "sac" / "GarmentFold-v0_1"
     config = yaml.safe_load((run / "GarmentFold-v0" / "config.yml").read_text())
-    assert config["env_wrapper"][1]["sb3_vla.wrappers.ResidualActionWrapper"]["override_dims"] == [60]
+    assert config["env_wrapper"][1]["sb3_vla.wrappers.ResidualActionWrapper"] == {"residual_scale": 0.005}
     model = SAC.load(run / "GarmentFold-v0.zip")
     assert model.action_space.shape == (61,)
     assert {"vla_action", "garment_pcd", "joint_pos", "stage"} <= set(model.observation_space.spaces)

@@ -56,8 +56,9 @@ def test_every_entry_resolves_with_the_zoo_conventions(algo: str) -> None:
         assert cfg.policy.__name__.startswith("Residual")
         if env_id == "GarmentFold-v0":
             assert cfg.obs_wrapper_kwargs["base"] == "scripted"
-            assert cfg.residual_kwargs is not None and cfg.residual_kwargs["override_dims"] == [60]
-            assert 0.01 <= cfg.residual_kwargs["residual_scale"] <= 0.2
+            # a small residual on every dim: larger steady offsets stall the scripted folder (see sac.yml)
+            assert cfg.residual_kwargs is not None and "override_dims" not in cfg.residual_kwargs
+            assert 0.001 <= cfg.residual_kwargs["residual_scale"] <= 0.01
             # normalize only the float vector keys, never the point cloud
             assert cfg.normalize is not None
             assert set(cfg.normalize["norm_obs_keys"]) == {"joint_pos", "joint_vel", "keypoints", "held", "stage"}
@@ -211,4 +212,4 @@ def test_sb3_vla_train_reads_the_same_entry_for_garment_fold(tmp_path: Path) -> 
     )
     run_dir = _run_dir(tmp_path, "sac", "GarmentFold-v0")
     cfg = yaml.safe_load((run_dir / "GarmentFold-v0" / "config.yml").read_text())
-    assert cfg["env_wrapper"][1][RESIDUAL_WRAPPER]["override_dims"] == [60]
+    assert cfg["env_wrapper"][1][RESIDUAL_WRAPPER] == {"residual_scale": 0.005}
