@@ -237,10 +237,12 @@ def _make_env(setup: EnvSetup, arm: str, n_envs: int, seed: int, vec_env_cls: st
             seed=seed,
             env_kwargs=setup.env_kwargs,
             vec_env_cls=vec_env_cls,
+            drop_keys=_present_keys(setup.env_id, setup.env_kwargs, setup.ignore_keys),
         )
     emb = arm in ("residual_emb", "emb_only")
     spec = setup.emb_base if emb else setup.base
     assert spec is not None
+    env_kwargs = {**setup.env_kwargs, **(setup.emb_env_kwargs if emb else {})}
     return make_residual_vec_env(
         setup.env_id,
         base=spec() if callable(spec) else spec,
@@ -249,9 +251,22 @@ def _make_env(setup: EnvSetup, arm: str, n_envs: int, seed: int, vec_env_cls: st
         absolute_dims=setup.absolute_dims,
         override_dims=setup.override_dims,
         seed=seed,
-        env_kwargs={**setup.env_kwargs, **(setup.emb_env_kwargs if emb else {})},
+        env_kwargs=env_kwargs,
         vec_env_cls=vec_env_cls,
+        # keys no policy reads stay out of the agent's observation, hence out of the replay buffer (the base still
+        # reads them): a 128 px image per transition at SB3's default buffer_size would need ~92 GiB
+        drop_keys=_present_keys(setup.env_id, env_kwargs, setup.ignore_keys),
     )
+
+
+def _present_keys(env_id: str, env_kwargs: dict[str, Any], keys: Sequence[str]) -> list[str]:
+    import gymnasium as gym
+
+    env = gym.make(env_id, **env_kwargs)
+    try:
+        return [k for k in keys if k in env.observation_space.spaces]  # type: ignore[attr-defined]
+    finally:
+        env.close()
 
 
 def _excluded_keys(setup: EnvSetup, arm: str, obs_keys: Sequence[str]) -> list[str]:
