@@ -128,6 +128,26 @@ def main() -> None:
 
     lo, hi = wilson(k_eval, n_eval)
     demo_rate = f"{meta.get('scripted_success')}/{meta.get('demos')}"
+    dagger = meta.get("dagger") or {}
+    rounds = dagger.get("per_round") or []
+    trained = f"BC + DAgger, {len(rounds)} rounds" if rounds else "BC"
+    trained += "; hands snap to the demonstrated postures" if meta.get("snap_hands") else ""
+    dagger_txt = ""
+    if rounds:
+        per_round = ", ".join(f"round {r['round']} {r['rollout_successes']}/{r['rollout_episodes']}" for r in rounds)
+        nv = dagger.get("val_episodes") or 0
+        val = ", ".join(
+            [f"BC {dagger.get('val_successes_bc')}/{nv}"]
+            + [f"round {r['round']} {r.get('val_successes')}/{nv}" for r in rounds]
+        )
+        dagger_txt = (
+            f"\nDAgger: {len(rounds)} rounds x {dagger['episodes_per_round']} closed-loop rollouts labelled by the "
+            f"scripted folder (beta {dagger['beta']:g}), {dagger['epochs_per_round']} fine-tuning epochs per round on "
+            f"the aggregate ({dagger['aggregate_steps']} steps at the end); rollout success of the policy entering "
+            f"each round (mixture, its own seeds): {per_round}; the model's own closed-loop success after each round "
+            f"on {nv} validation seeds (`{(dagger.get('val_seeds') or [0])[0]}..`): {val}; the evaluation row above "
+            "is the final model.\n"
+        )
     seeds_txt = f"`{seed0}..{seed0 + n_eval - 1}`" if n_eval else "none"
     body = f"""## SmallVLA: the shipped GarmentFold-v0 base (`small-vla:garment_fold`)
 
@@ -135,17 +155,17 @@ Command: `python -m benchmarks.small_vla --repeats {args.repeats} --threads {arg
 {args.eval_episodes} --scripted-episodes {args.scripted_episodes}`. Weights `sb3_vla/assets/garment_fold_vla.pt`
 ({path.stat().st_size / 1e6:.2f} MB, {count_parameters(model):,} parameters), made by
 `{meta.get("command")}` (demos: {meta.get("demos")} scripted episodes at {100 * float(meta.get("demo_noise_m", 0)):.1f}
-cm noise, {demo_rate} successful, {meta.get("steps_trained")} steps trained on; training
+cm noise, {demo_rate} successful, {meta.get("steps_trained")} demo steps; training (BC and DAgger fine-tuning)
 {float(meta.get("train_s", 0)) / 60:.1f} min on the shared, heavily loaded 2-core CPU).
 
 | policy (closed loop, seeds {seeds_txt}) | episode success (95% CI) |
 |---|---|
-| SmallVLA (BC), {model.exec_horizon} of each {model.horizon}-step chunk per query | {k_eval}/{n_eval} = \
+| SmallVLA ({trained}), {model.exec_horizon} of each {model.horizon}-step chunk per query | {k_eval}/{n_eval} = \
 {100 * k_eval / max(n_eval, 1):.0f}% ({100 * lo:.0f}-{100 * hi:.0f}%) |
 {chr(10).join(rows)}
 
 SmallVLA success from {source}. Target 20-60%: {"met" if 0.2 <= k_eval / max(n_eval, 1) <= 0.6 else "**not met**"}.
-
+{dagger_txt}
 | batch | `base.predict` (numpy in/out) ms | raw `forward` ms | per env ms |
 |---:|---:|---:|---:|
 | 1 | {lat[1][0]:.2f} | {lat[1][1]:.2f} | {lat[1][0]:.2f} |

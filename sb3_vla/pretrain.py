@@ -3,18 +3,23 @@
 Usage::
 
     python -m sb3_vla.pretrain --env GarmentFold-v0 --demos 200 --out DIR [--epochs E] [--seed S] [--eval-episodes K]
+        [--dagger-rounds R] [--dagger-episodes M] [--dagger-beta B]
     python -m sb3_vla.pretrain --env GarmentFold-v0 --demos 20 --out DIR --freeze-encoder --init CKPT  # Strategy 2
 
 Steps: (1) collect ``--demos`` episodes of the env's privileged scripted controller (``env.unwrapped.
 scripted_action()``, perception noise ``--noise`` m) with the rendered 128x128 RGB, the instruction and the
 proprioception, keeping only successful episodes unless ``--keep-failed``; (2) train by behaviour cloning (MSE on
-the normalised joint targets of an action chunk, BCE on the stage-advance dim); (3) evaluate the model
+the normalised joint targets of an action chunk, BCE on the stage-advance dim); (2b) DAgger: ``--dagger-rounds``
+rounds, each rolling out the current model closed loop (with probability ``beta`` per step the folder's action
+instead, beta decaying per round) on ``--dagger-episodes`` seeded episodes, labelling every visited state with
+the folder's action, adding them to the data and fine-tuning on the aggregate; (3) evaluate the model
 closed loop (its own actions) on ``--eval-episodes`` seeded episodes; (4) write ``DIR/NAME.pt`` (state dict +
 config + metadata, loadable with ``torch.load(weights_only=True)``) and the model card ``DIR/NAME.md``.
 
-Demonstrations, the training state (saved every epoch) and per-episode evaluation results go to ``--work-dir``
-(default ``DIR/NAME_work``); re-running the same command resumes from them. Demo collection and evaluation run in
-``--workers`` subprocesses.
+Demonstrations, DAgger episodes, the training states (saved every epoch) and per-episode evaluation results go
+to ``--work-dir`` (default ``DIR/NAME_work``); re-running the same command resumes from them. Demo collection,
+DAgger rollouts and evaluation run in ``--workers`` subprocesses. With ``--snap-hands`` (default) each GarmentFold
+hand outputs the nearest hand posture the demonstrations use (see :func:`set_hand_snap`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import numpy as np
 import torch as th
 
 from sb3_vla.models.small_vla import (
+    GARMENT_FOLD_HAND_DIMS,
     GARMENT_FOLD_INSTRUCTIONS,
     JOINT_DIMS,
     SmallVLA,
@@ -48,6 +54,17 @@ from sb3_vla.models.small_vla import (
 #: seed offsets: demos use ``seed * SEED_STRIDE + i``, evaluation ``seed * SEED_STRIDE + EVAL_OFFSET + i``
 SEED_STRIDE = 100_000
 EVAL_OFFSET = 50_000
+#: DAgger round r rolls out seeds ``seed * SEED_STRIDE + DAGGER_OFFSET + 1000 * r + i``
+DAGGER_OFFSET = 20_000
+#: the model after each DAgger round (and the BC model) is validated on ``seed * SEED_STRIDE + VAL_OFFSET + i``
+VAL_OFFSET = 60_000
+#: DAgger defaults (the default command ships the model in sb3_vla/assets)
+DAGGER_ROUNDS = 1
+DAGGER_EPISODES = 40
+DAGGER_EPOCHS = 10
+DAGGER_LR = 5e-4
+DAGGER_BETA = 0.5
+DAGGER_EVAL_EPISODES = 20
 DART_RHO = 0.8  # autocorrelation of the demo action noise per step
 STATE_KEYS = ("joint_pos", "joint_vel", "held", "stage", "keypoints")
 
@@ -155,6 +172,127 @@ def evaluate_episode(
     return {"seed": seed, "success": success, "steps": steps, "return": ret, "stages_complete": stages}
 
 
+def sync_folder(env: Any, stage_complete: Sequence[bool] | None = None) -> None:
+    """Advance the scripted folder's phase to what the executed (learner's) actions already achieved.
+
+    The folder moves on to its next phase only by passing its own checkpoints (hover above the grasp point, then
+    pinch height, then close), so when a learner takes a different path (say, grasps without hovering first) the
+    folder stays in ``approach`` and its label says "open the hand, go back up" while the learner carries the
+    cloth. Call before each ``scripted_action()`` of a DAgger rollout: an ``approach``/``descend``/``close`` phase
+    with every active hand holding becomes ``carry`` along a fresh arc from the current pinch points (the folder's
+    own close -> carry transition); an ``approach`` phase with the pinch points already below hover height over the
+    grasp points becomes ``descend``; a ``carry`` phase moves its arc parameter forward to the arc point nearest the
+    pinch points (within the folder's 4 cm on-track tolerance); a ``done`` phase whose stage is not complete
+    (``stage_complete``, from ``info``: the learner's fold missed) goes back to ``approach`` to fold it again,
+    where the folder would request a refused stage advance forever. The folder itself (``envs/``) is not changed.
+    """
+    from sb3_vla.envs.garment_fold import scripted as sc
+
+    u = env.unwrapped
+    f = u.folder
+    stage = int(u.stage)
+    if stage >= 3 or f.stage != stage:  # a new stage: the folder's own act() starts it at approach
+        return
+    grasps = f.STAGE_GRASPS[stage]
+    active = list(grasps)
+    held = all(u.held_vertex(s) >= 0 for s in active)
+    pinch = {s: np.asarray(u.pinch_position(s), dtype=np.float64) for s in active}
+    if f.phase == sc.DONE and stage_complete is not None and not stage_complete[stage]:
+        f._set_phase(sc.APPROACH)
+    elif held and f.phase in (sc.APPROACH, sc.DESCEND, sc.CLOSE):
+        f._set_phase(sc.CARRY)
+        f.arc_s = 0.0
+        f.arc_start = {s: pinch[s].copy() for s in active}
+    elif f.phase == sc.APPROACH:
+        grasp = {s: f._grasp_point(s, grasps[s]) for s in active}
+        if all(np.linalg.norm(pinch[s][:2] - grasp[s][:2]) < 0.015 and pinch[s][2] < sc.HOVER_Z - 0.02 for s in active):
+            f._set_phase(sc.DESCEND)
+    elif f.phase == sc.CARRY and held:
+        places = {s: f._place_point(s, grasps[s]) for s in active}
+        length = max(float(np.linalg.norm(places[s] - f.arc_start[s])) for s in active)
+        grid = np.linspace(f.arc_s, 1.0, 21)
+        dist = np.zeros_like(grid)
+        for s in active:
+            pts = (1.0 - grid)[:, None] * f.arc_start[s] + grid[:, None] * places[s]
+            pts[:, 2] += sc.ARC_LIFT * length * np.sin(np.pi * grid)
+            dist = np.maximum(dist, np.linalg.norm(pts - pinch[s], axis=1))
+        best = int(np.argmin(dist))
+        if dist[best] < 0.04:
+            f.arc_s = float(grid[best])
+
+
+def dagger_episode(
+    env_id: str,
+    seed: int,
+    weights: str,
+    path: str,
+    noise: float,
+    beta: float,
+    image_size: int = 128,
+    max_steps: int | None = None,
+    sync: bool = True,
+) -> dict[str, Any]:
+    """Roll out the model at ``weights`` closed loop and save the scripted folder's label of every visited state.
+
+    Each step executes the model's action (its chunk re-queried every ``exec_horizon`` steps) or, with
+    probability ``beta``, the folder's action (a DAgger mixture policy); the recorded ``action`` is always the
+    folder's (``env.unwrapped.scripted_action()``, perception noise ``noise`` m), queried at every step so its
+    state machine follows the visited states: its phase transitions read the simulator (hand positions, which hand
+    holds the cloth), not the commands it issued, and with ``sync`` :func:`sync_folder` moves its phase on to
+    what the executed actions already achieved. Saved like a demonstration (npz at ``path``) plus ``executed``
+    (the actions run) and ``expert_executed`` (per step, whether the folder's action was run).
+    """
+    env = _worker_env(env_id, noise, image_size, max_steps)
+    key = ("model", weights, os.path.getmtime(weights), None)
+    if key not in _WORKER:
+        _WORKER[key] = load_small_vla(weights).eval()
+    model: SmallVLA = _WORKER[key]
+    obs, info = env.reset(seed=seed)
+    mix_rng = np.random.default_rng(seed + 104729)
+    rec: dict[str, list[Any]] = {k: [] for k in ("rgb", *STATE_KEYS, "instruction", "action", "executed")}
+    rec["expert_executed"] = []
+    chunk: list[np.ndarray] = []
+    ret, success, done, stages = 0.0, False, False, 0
+    while not done:
+        if sync:
+            sync_folder(env, info.get("stage_complete"))
+        label = np.asarray(env.unwrapped.scripted_action(), dtype=np.float32)
+        if not chunk:
+            batch: dict[str, Any] = {k: th.as_tensor(obs[k][None]) for k in ("rgb", *model.state_keys)}
+            batch[model.instruction_key] = [info["instruction"]]
+            with th.inference_mode():
+                chunk = list(model(batch)[0].numpy())
+        learner = chunk.pop(0)
+        expert = bool(beta > 0 and mix_rng.random() < beta)
+        executed = label if expert else learner.astype(np.float32)
+        rec["rgb"].append(obs["rgb"])
+        for k in STATE_KEYS:
+            rec[k].append(obs[k])
+        rec["instruction"].append(GARMENT_FOLD_INSTRUCTIONS.index(info["instruction"]))
+        rec["action"].append(label)
+        rec["executed"].append(executed)
+        rec["expert_executed"].append(expert)
+        obs, reward, terminated, truncated, info = env.step(executed)
+        ret += float(reward)
+        success = success or bool(info.get("is_success", False))
+        stages = max(stages, int(np.sum(info.get("stage_complete", 0))))
+        done = terminated or truncated
+    arrays = {k: np.stack(v) for k, v in rec.items()}
+    arrays["success"], arrays["ret"], arrays["beta"] = np.array(success), np.array(ret), np.array(beta)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
+    os.replace(tmp, path)
+    n_expert = int(arrays["expert_executed"].sum())
+    return {
+        "seed": seed,
+        "success": success,
+        "steps": len(rec["action"]),
+        "return": ret,
+        "stages_complete": stages,
+        "expert_steps": n_expert,
+    }
+
+
 def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
 
@@ -233,6 +371,30 @@ def set_normalisation(model: SmallVLA, data: DemoData) -> None:
     model.delta_std.copy_(th.as_tensor(np.maximum(delta[valid].std(0), 1e-2)))
 
 
+def set_hand_snap(model: SmallVLA, data: DemoData) -> list[int]:
+    """Snap each GarmentFold hand to the hand targets the demonstrations use (returns how many per hand).
+
+    The scripted folder commands each 24-joint hand either open or pinched; regressing the 24 targets leaves the
+    hand between the two (a weak pinch that loses the cloth), so the model outputs the nearest demonstrated posture.
+    """
+    valid = data.mask.astype(bool)
+    if [tuple(g) for g in model.snap_groups] != list(GARMENT_FOLD_HAND_DIMS):
+        raise ValueError(
+            f"the model's snap groups {model.snap_groups} are not GarmentFold's hands; pass --no-snap-hands"
+        )
+    values = []
+    for dims in GARMENT_FOLD_HAND_DIMS:
+        vals = np.unique(data.targets[valid][:, list(dims)], axis=0)
+        if len(vals) > model.snap_count:
+            raise ValueError(
+                f"the demonstrations use {len(vals)} distinct targets for the hand dims {dims[0]}..{dims[-1]} "
+                f"(the model snaps to at most {model.snap_count}): not the folder's two postures; pass --no-snap-hands"
+            )
+        values.append(vals.tolist())
+    model.set_snap(values)
+    return [len(v) for v in values]
+
+
 def bc_loss(
     model: SmallVLA, obs: dict[str, Any], target: th.Tensor, mask: th.Tensor, pos_weight: float
 ) -> tuple[th.Tensor, dict[str, float]]:
@@ -251,6 +413,83 @@ def bc_loss(
 
 
 # ---------------------------------------------------------------------------------------------------- main
+def fit(
+    model: SmallVLA,
+    data: DemoData,
+    args: argparse.Namespace,
+    epochs: int,
+    lr: float,
+    state_path: Path,
+    fingerprint: list[Any],
+    log: Any,
+    seed_offset: int,
+) -> tuple[float, list[dict[str, Any]]]:
+    """Train ``model`` on ``data`` for ``epochs`` (AdamW, one-cycle to ``lr``), saving the state every epoch.
+
+    A state at ``state_path`` with the same ``fingerprint`` is resumed (and a finished one only re-loaded). Returns
+    the training seconds (summed over resumed invocations) and the per-epoch loss history.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = th.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    steps_per_epoch = max(1, math.ceil(len(data) / args.batch_size))
+    sched = th.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.1
+    )
+    start_epoch, train_s, history = 0, 0.0, []
+    rng = np.random.default_rng(args.seed + 7_000_003 * seed_offset)
+    if state_path.exists():
+        st = th.load(state_path, map_location="cpu", weights_only=False)
+        if st.get("fingerprint") == fingerprint:
+            model.load_weights(st["model"])
+            opt.load_state_dict(st["opt"])
+            sched.load_state_dict(st["sched"])
+            start_epoch, train_s, history = st["epoch"], st["train_s"], st["history"]
+            rng = np.random.default_rng(args.seed + 1000 * start_epoch + 7_000_003 * seed_offset)
+            log(f"resuming training at epoch {start_epoch} of {epochs} ({state_path.name})")
+    for epoch in range(start_epoch, epochs):
+        t1 = time.perf_counter()
+        model.train()
+        if args.freeze_encoder:
+            model.encoder.eval()
+        perm = rng.permutation(len(data))
+        sums = {"loss": 0.0, "mse": 0.0, "bce": 0.0}
+        for b in range(steps_per_epoch):
+            ix = np.sort(perm[b * args.batch_size : (b + 1) * args.batch_size])
+            if len(ix) == 0:
+                continue
+            obs = data.batch(ix, model, args.shift, rng)
+            loss, parts = bc_loss(
+                model, obs, th.as_tensor(data.targets[ix]), th.as_tensor(data.mask[ix]), args.pos_weight
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            th.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            sums["loss"] += loss.item()
+            sums["mse"] += parts["mse"]
+            sums["bce"] += parts["bce"]
+        train_s += time.perf_counter() - t1
+        row = {k: round(v / steps_per_epoch, 5) for k, v in sums.items()}
+        history.append({"epoch": epoch + 1, **row})
+        log(f"epoch {epoch + 1}/{epochs}: {row} ({time.perf_counter() - t1:.0f} s)")
+        tmp = state_path.with_suffix(".tmp")
+        th.save(
+            {
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "epoch": epoch + 1,
+                "train_s": train_s,
+                "history": history,
+                "fingerprint": fingerprint,
+            },
+            tmp,
+        )
+        os.replace(tmp, state_path)
+    return train_s, history
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m sb3_vla.pretrain", description=__doc__.split("\n\n")[0])
     p.add_argument("--env", default="GarmentFold-v0", help="env id with env.unwrapped.scripted_action()")
@@ -277,12 +516,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pos-weight", type=float, default=5.0, help="BCE weight of stage-advance positives")
     p.add_argument("--max-episode-steps", type=int, default=None, help="episode cap (default: the env's)")
     p.add_argument("--workers", type=int, default=2, help="subprocesses for demo collection and evaluation")
+    p.add_argument(
+        "--snap-hands",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="output the nearest demonstrated hand posture for each GarmentFold hand (default: on)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads for training (1 is fastest on a busy CPU)")
+    p.add_argument(
+        "--dagger-rounds", type=int, default=DAGGER_ROUNDS, help="DAgger rounds after the BC fit (0: BC only)"
+    )
+    p.add_argument("--dagger-episodes", type=int, default=DAGGER_EPISODES, help="rollout episodes per DAgger round")
+    p.add_argument(
+        "--dagger-epochs", type=int, default=DAGGER_EPOCHS, help="fine-tuning epochs on the aggregate per round"
+    )
+    p.add_argument("--dagger-lr", type=float, default=DAGGER_LR, help="peak learning rate of each DAgger fine-tune")
+    p.add_argument(
+        "--dagger-beta", type=float, default=DAGGER_BETA, help="round 1 probability of executing the folder's action"
+    )
+    p.add_argument("--dagger-beta-decay", type=float, default=0.5, help="beta of round r: beta * decay**(r-1)")
+    p.add_argument(
+        "--dagger-eval-episodes",
+        type=int,
+        default=DAGGER_EVAL_EPISODES,
+        help="closed-loop validation episodes of the BC model and of the model after each DAgger round (0: none)",
+    )
     args = p.parse_args(argv)
     if args.freeze_encoder and not args.init:
         p.error("--freeze-encoder fine-tunes the action head of an existing model: pass --init CKPT")
     if args.demos < 1:
         p.error("--demos must be >= 1")
+    if args.dagger_rounds < 0 or not 1 <= args.dagger_episodes <= 1000 or args.dagger_epochs < 1:
+        p.error("need --dagger-rounds >= 0, 1 <= --dagger-episodes <= 1000, --dagger-epochs >= 1")
+    if not 0.0 <= args.dagger_beta <= 1.0:
+        p.error("--dagger-beta must be in [0, 1]")
     return args
 
 
@@ -314,7 +581,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f.write(line + "\n")
 
     th.set_num_threads(max(1, args.threads))
-    rng = np.random.default_rng(args.seed)
     th.manual_seed(args.seed)
 
     # (1) demonstrations (resumable: one file per episode)
@@ -347,66 +613,93 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for p in model.encoder_parameters():
             p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = th.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
-    steps_per_epoch = max(1, math.ceil(len(data) / args.batch_size))
-    sched = th.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, total_steps=max(1, args.epochs * steps_per_epoch), pct_start=0.1
-    )
-    state_path = work / "train_state.pt"
-    start_epoch, train_s, history = 0, 0.0, []
     fingerprint: list[Any] = [args.demos, args.noise, args.seed, args.horizon, args.epochs, args.freeze_encoder]
     fingerprint += [args.init] + ([args.action_noise] if args.action_noise > 0 else [])
     fingerprint += ["absolute"] if args.absolute else []
-    if state_path.exists():
-        st = th.load(state_path, map_location="cpu", weights_only=False)
-        if st.get("fingerprint") == fingerprint:
-            model.load_state_dict(st["model"])
-            opt.load_state_dict(st["opt"])
-            sched.load_state_dict(st["sched"])
-            start_epoch, train_s, history = st["epoch"], st["train_s"], st["history"]
-            rng = np.random.default_rng(args.seed + 1000 * start_epoch)
-            log(f"resuming training at epoch {start_epoch}")
-    for epoch in range(start_epoch, args.epochs):
-        t1 = time.perf_counter()
-        model.train()
-        if args.freeze_encoder:
-            model.encoder.eval()
-        perm = rng.permutation(len(data))
-        sums = {"loss": 0.0, "mse": 0.0, "bce": 0.0}
-        for b in range(steps_per_epoch):
-            ix = np.sort(perm[b * args.batch_size : (b + 1) * args.batch_size])
-            if len(ix) == 0:
-                continue
-            obs = data.batch(ix, model, args.shift, rng)
-            loss, parts = bc_loss(
-                model, obs, th.as_tensor(data.targets[ix]), th.as_tensor(data.mask[ix]), args.pos_weight
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            th.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            sums["loss"] += loss.item()
-            sums["mse"] += parts["mse"]
-            sums["bce"] += parts["bce"]
-        train_s += time.perf_counter() - t1
-        row = {k: round(v / steps_per_epoch, 5) for k, v in sums.items()}
-        history.append({"epoch": epoch + 1, **row})
-        log(f"epoch {epoch + 1}/{args.epochs}: {row} ({time.perf_counter() - t1:.0f} s)")
-        tmp = state_path.with_suffix(".tmp")
-        th.save(
-            {
-                "model": model.state_dict(),
-                "opt": opt.state_dict(),
-                "sched": sched.state_dict(),
-                "epoch": epoch + 1,
-                "train_s": train_s,
-                "history": history,
-                "fingerprint": fingerprint,
-            },
-            tmp,
+    train_s, history = fit(model, data, args, args.epochs, args.lr, work / "train_state.pt", fingerprint, log, 0)
+    snap: list[Any] = []
+    if args.snap_hands:  # inference only: the training above regresses the hand targets as usual
+        snap = ["snap_hands", *set_hand_snap(model, data)]
+        log(f"hands snap to the demonstrated postures ({snap[1:]} per hand)")
+
+    # (2b) DAgger (resumable: one file per rollout episode, the training state of each round saved every epoch)
+    dagger_rounds: list[dict[str, Any]] = []
+    dagger_files: list[Path] = []
+    (work / "dagger").mkdir(exist_ok=True)
+    dfp = [*fingerprint, "dagger", args.dagger_episodes, args.dagger_epochs, args.dagger_lr, args.dagger_beta]
+    dfp += [args.dagger_beta_decay, args.exec_horizon, "sync_folder_v2", *snap]
+    n_demo_steps, dagger_s = len(data), 0.0
+    val_seeds = [args.seed * SEED_STRIDE + VAL_OFFSET + i for i in range(args.dagger_eval_episodes)]
+
+    def validate(rnd: int, tag: str) -> int | None:
+        """Closed-loop successes of the current model on the validation seeds (cached per episode)."""
+        if not val_seeds or not args.dagger_rounds:
+            return None
+        path = work / "dagger" / f"model_{tag}_r{rnd}.pt"
+        vfiles = {s: work / "dagger" / f"val_{tag}_r{rnd}_{s}.json" for s in val_seeds}
+        vjobs = [(args.env, s, str(path), 128, args.max_episode_steps) for s in val_seeds if not vfiles[s].exists()]
+        if vjobs:
+            save_small_vla(model.eval(), path)
+            log(f"validating the model after DAgger round {rnd} on {len(vjobs)} of {len(val_seeds)} episodes")
+        for r in _run_jobs(evaluate_episode, vjobs, args.workers, log):
+            vfiles[r["seed"]].write_text(json.dumps(r))
+        return sum(bool(json.loads(vfiles[s].read_text())["success"]) for s in val_seeds)
+
+    val_bc = validate(0, hashlib.sha1(repr([*fingerprint, args.exec_horizon, *snap]).encode()).hexdigest()[:8])
+    for rnd in range(1, args.dagger_rounds + 1):
+        t3 = time.perf_counter()
+        beta = args.dagger_beta * args.dagger_beta_decay ** (rnd - 1)
+        rtag = hashlib.sha1(repr([*dfp, rnd]).encode()).hexdigest()[:8]
+        policy = work / "dagger" / f"policy_{rtag}_r{rnd}.pt"
+        save_small_vla(model, policy)  # the policy this round rolls out (workers load it from disk)
+        seeds = [args.seed * SEED_STRIDE + DAGGER_OFFSET + 1000 * rnd + i for i in range(args.dagger_episodes)]
+        dfiles = {s: work / "dagger" / f"ep_{rtag}_r{rnd}_{s}.npz" for s in seeds}
+        jobs: list[tuple[Any, ...]] = [
+            (args.env, s, str(policy), str(dfiles[s]), args.noise, beta, 128, args.max_episode_steps, True)
+            for s in seeds
+            if not dfiles[s].exists()
+        ]
+        log(f"DAgger round {rnd}/{args.dagger_rounds}: rolling out {len(jobs)} of {len(seeds)} episodes, beta {beta:g}")
+        _run_jobs(dagger_episode, jobs, args.workers, log)
+        # rollout time summed over the invocations that collected this round's episodes
+        times = work / "dagger" / f"rollout_s_{rtag}_r{rnd}.json"
+        rollout_s = json.loads(times.read_text()) if times.exists() else 0.0
+        if jobs:
+            rollout_s += time.perf_counter() - t3
+            times.write_text(json.dumps(rollout_s))
+        dagger_s += rollout_s
+        succ_r = [bool(np.load(dfiles[s])["success"]) for s in seeds]
+        dagger_files += [dfiles[s] for s in seeds]
+        del data
+        data = DemoData([files[s] for s in kept] + dagger_files, args.horizon)
+        log(f"DAgger round {rnd}: rollout success {sum(succ_r)}/{len(seeds)}; aggregate {len(data)} steps")
+        r_s, r_hist = fit(
+            model,
+            data,
+            args,
+            args.dagger_epochs,
+            args.dagger_lr,
+            work / "dagger" / f"train_{rtag}_r{rnd}.pt",
+            [*dfp, rnd],
+            log,
+            rnd,
         )
-        os.replace(tmp, state_path)
+        train_s += r_s
+        history += [{"round": rnd, **h} for h in r_hist]
+        dagger_rounds.append(
+            {
+                "round": rnd,
+                "beta": beta,
+                "rollout_seeds": [seeds[0], seeds[-1]],
+                "rollout_episodes": len(seeds),
+                "rollout_successes": int(sum(succ_r)),
+                "rollout_s": round(rollout_s, 1),
+                "aggregate_steps": len(data),
+                "train_s": round(r_s, 1),
+                "final_loss": r_hist[-1] if r_hist else None,
+                "val_successes": validate(rnd, rtag),
+            }
+        )
     model.eval()
 
     weights = out / f"{args.name}.pt"
@@ -420,7 +713,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "demos_collected_now": n_collected,
         "scripted_success": n_succ,
         "episodes_trained": len(kept),
-        "steps_trained": len(data),
+        "steps_trained": n_demo_steps,
         "keep_failed": bool(args.keep_failed),
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -433,13 +726,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "parameters": count_parameters(model),
         "trainable_parameters": int(sum(p.numel() for p in params)),
         "torch_threads": args.threads,
+        "snap_hands": bool(args.snap_hands),
+        "dagger": {
+            "rounds": args.dagger_rounds,
+            "episodes_per_round": args.dagger_episodes,
+            "epochs_per_round": args.dagger_epochs,
+            "lr": args.dagger_lr,
+            "beta": args.dagger_beta,
+            "beta_decay": args.dagger_beta_decay,
+            "label_noise_m": args.noise,
+            "steps": len(data) - n_demo_steps,
+            "aggregate_steps": len(data),
+            "rollout_s": round(dagger_s, 1),
+            "val_episodes": len(val_seeds),
+            "val_seeds": [val_seeds[0], val_seeds[-1]] if val_seeds else [],
+            "val_successes_bc": val_bc,
+            "per_round": dagger_rounds,
+        },
     }
     save_small_vla(model, weights, meta)
 
     # (3) closed-loop evaluation (resumable: one result file per episode)
     eval_seeds = [args.seed * SEED_STRIDE + EVAL_OFFSET + i for i in range(args.eval_episodes)]
     # results belong to this training run and execution horizon
-    etag = hashlib.sha1(repr([*fingerprint, args.exec_horizon]).encode()).hexdigest()[:8]
+    efp = [*fingerprint, args.exec_horizon, *snap] + ([*dfp, args.dagger_rounds] if args.dagger_rounds else [])
+    etag = hashlib.sha1(repr(efp).encode()).hexdigest()[:8]
     efiles = {s: work / "eval" / f"ep_{etag}_{s}.json" for s in eval_seeds}
     jobs = [(args.env, s, str(weights), 128, args.max_episode_steps) for s in eval_seeds if not efiles[s].exists()]
     t2 = time.perf_counter()
@@ -494,6 +805,14 @@ def model_card(model: SmallVLA, meta: dict[str, Any], history: list[dict[str, An
         else ""
     )
     rel_pos, rel_off = (" + current `joint_pos`", " (offsets)") if cfg["relative"] else ("", "")
+    dagger = dagger_card(meta)
+    snap = (
+        "\n- Hands: each hand's 24 predicted joint targets are replaced by the nearest (L2) of the hand targets the "
+        "demonstrations use (the folder's open and pinch postures; `--snap-hands`, buffers `snap_values`; inference "
+        "only, training regresses them as usual)."
+        if model.snap_on.item() > 0.5
+        else ""
+    )
     frozen = f" Encoder frozen (action head only), initialised from `{d['init']}`." if d["freeze_encoder"] else ""
     return f"""# SmallVLA for {d["env"]}
 
@@ -515,7 +834,7 @@ Load: `--base small-vla:{weights}` (shipped: `small-vla:garment_fold`) or
 - Trunk MLP {cfg["hidden"]}-{cfg["hidden"]}-{cfg["embedding_dim"]} (LayerNorm) -> the {cfg["embedding_dim"]}-D
   embedding (`embed(obs)`, the base's `vla_embedding`) -> linear action head -> chunk of
   {cfg["horizon"]} x {cfg["action_dim"]}: joint targets = de-normalised output{rel_pos} (clipped to
-  [-1, 1]), stage advance = sigmoid. `forward` returns the first {cfg["exec_horizon"]} actions.
+  [-1, 1]), stage advance = sigmoid. `forward` returns the first {cfg["exec_horizon"]} actions.{snap}
 - {d["parameters"]:,} parameters ({d["trainable_parameters"]:,} trained in this run).
 
 ## Data
@@ -532,10 +851,56 @@ Load: `--base small-vla:{weights}` (shipped: `small-vla:garment_fold`) or
   {d["epochs"]} epochs, random-shift image augmentation.{frozen}
 - Training time {d["train_s"] / 60:.1f} min on {d["torch_threads"]} CPU threads (shared 2-core machine).
   Final epoch loss: {loss}.
-
+{dagger}
 ## Evaluation
 {success}
 Evaluation took {d["eval_s"] / 60:.1f} min.
+"""
+
+
+def dagger_card(meta: dict[str, Any]) -> str:
+    """The model card's DAgger section (empty without DAgger rounds)."""
+    dg = meta.get("dagger") or {}
+    if not dg.get("rounds"):
+        return ""
+    beta = (
+        f"beta-mixture: each step runs the folder's action with probability beta = {dg['beta']:g} * "
+        f"{dg['beta_decay']:g}^(round - 1)"
+        if dg["beta"] > 0
+        else "the model's own actions only, beta = 0"
+    )
+    nv = dg.get("val_episodes") or 0
+
+    def val(k: int | None) -> str:
+        return f"{k}/{nv} = {k / nv:.0%}" if nv and k is not None else "-"
+
+    rows = f"| 0 (BC) | - | - | - | {val(dg.get('val_successes_bc'))} | - | - | - |\n" + "\n".join(
+        f"| {r['round']} | {r['beta']:g} | `{r['rollout_seeds'][0]}..{r['rollout_seeds'][1]}` | "
+        f"{r['rollout_successes']}/{r['rollout_episodes']} = {r['rollout_successes'] / r['rollout_episodes']:.0%}"
+        f" | {val(r.get('val_successes'))} | {r['aggregate_steps']} | {r['rollout_s'] / 60:.1f} | "
+        f"{r['train_s'] / 60:.1f} |"
+        for r in dg["per_round"]
+    )
+    vs = dg.get("val_seeds") or [0, 0]
+    return f"""
+## DAgger
+- After the BC fit, {dg["rounds"]} rounds (`--dagger-rounds`). Each rolls out the current model closed loop on
+  {dg["episodes_per_round"]} new seeded episodes (`--dagger-episodes`;
+  {beta}), labels every visited state with the scripted folder's action (`scripted_action()`, perception noise
+  {100 * dg["label_noise_m"]:.1f} cm; its state machine reads the simulator every step, so it labels states it did
+  not steer into), adds these episodes (failed ones too) to the training set and fine-tunes the current weights on
+  the aggregate for {dg["epochs_per_round"]} epochs (AdamW, one-cycle to lr {dg["lr"]:g}; the normalisation
+  statistics stay those of the demonstrations).
+- {dg["steps"]} DAgger steps; {dg["aggregate_steps"]} steps in the final aggregate. Rollouts took
+  {dg["rollout_s"] / 60:.1f} min (summed over the invocations that ran them); fine-tuning time is part of the
+  training time above.
+- Rollout success: the policy that collected the round's data (the model entering the round, mixed with the
+  folder when beta > 0). Validation success: the model after the round, closed loop on its own actions, on the
+  {nv} validation seeds `{vs[0]}..{vs[1]}` (`--dagger-eval-episodes`; round 0 is the BC model).
+
+| round | beta | rollout seeds | rollout success | validation success | aggregate steps | rollout min | fine-tune min |
+|---:|---:|---|---|---|---:|---:|---:|
+{rows}
 """
 
 

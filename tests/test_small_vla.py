@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -51,6 +51,10 @@ def test_shipped_weights_load_and_act(env: Any) -> None:
     assert np.all(action[..., :60] >= -1) and np.all(action[..., :60] <= 1)
     assert np.all((action[..., 60] >= 0) & (action[..., 60] <= 1))
     assert emb is not None and emb.shape == (1, model.embedding_dim) and np.all(np.isfinite(emb))
+    if model.snap_on.item():  # each hand outputs one of its demonstrated postures
+        for group, values in zip(model.snap_groups, model.snap_values.numpy()):
+            for hand in action[0][:, group]:
+                assert np.min(np.abs(values - hand).max(axis=1)) < 1e-6
 
     # the generic module: spec loads the same file (the model's defaults match the shipped config)
     spec = f"module:sb3_vla.models.small_vla.SmallVLA@{SHIPPED_PT}?instruction_key=instruction"
@@ -107,6 +111,41 @@ def test_instruction_ids_and_stage_fallback() -> None:
     assert not th.allclose(unknown, named)
 
 
+def test_snap_outputs_the_allowed_hand_targets(tmp_path: Path) -> None:
+    from sb3_vla.models.small_vla import save_small_vla
+
+    th.manual_seed(0)
+    open_, pinch = [-0.5] * 3, [0.25] * 3
+    model = SmallVLA(snap_groups=[[1, 2, 3]]).eval()
+    obs: dict[str, Any] = {
+        "rgb": th.randint(0, 255, (4, 128, 128, 3), dtype=th.uint8),
+        "joint_pos": th.rand(4, 60) * 2 - 1,
+        "joint_vel": th.zeros(4, 60),
+        "held": th.zeros(4, 2),
+        "stage": th.eye(3)[[0, 1, 2, 0]],
+        "keypoints": th.zeros(4, 24),
+    }
+    with th.inference_mode():
+        unsnapped = model.predict_chunk(obs)  # off until set_snap
+        model.set_snap([[open_, pinch]])
+        chunk = model.predict_chunk(obs)
+    hand = chunk[..., 1:4]
+    assert all(h.tolist() in (open_, pinch) for h in hand.reshape(-1, 3))
+    near_pinch = (unsnapped[..., 1:4] - th.tensor(pinch)).norm(dim=-1) < (unsnapped[..., 1:4] - th.tensor(open_)).norm(
+        dim=-1
+    )
+    th.testing.assert_close(hand, th.where(near_pinch.unsqueeze(-1), th.tensor(pinch), th.tensor(open_)))
+    rest = [0, *range(4, 61)]
+    th.testing.assert_close(chunk[..., rest], unsnapped[..., rest])
+    # the allowed vectors are buffers: they travel with the weights, also into a default-built model (module: spec)
+    save_small_vla(model, tmp_path / "m.pt")
+    with th.inference_mode():
+        th.testing.assert_close(load_small_vla(tmp_path / "m.pt").eval().predict_chunk(obs), chunk)
+    assert SmallVLA().snap_groups == [list(range(6, 30)), list(range(36, 60))]
+    with pytest.raises(ValueError, match="snap group 0"):
+        model.set_snap([[open_, pinch, open_]])  # more than snap_count vectors
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
     from sb3_vla.pretrain import main
@@ -116,6 +155,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict
     args = ["--env", "GarmentFold-v0", "--demos", "2", "--epochs", "1", "--eval-episodes", "1"]
     args += ["--max-episode-steps", "8", "--workers", "1", "--keep-failed", "--batch-size", "8"]
     args += ["--out", str(out), "--name", "tiny", "--work-dir", str(work), "--action-noise", "0.01"]
+    args += ["--dagger-rounds", "1", "--dagger-episodes", "2", "--dagger-epochs", "1", "--dagger-beta", "0.5"]
+    args += ["--dagger-eval-episodes", "1"]
     meta = main(args)
     return out, work, meta
 
@@ -139,6 +180,48 @@ def test_pretrain_end_to_end(tiny_run: tuple[Path, Path, dict[str, Any]], env: A
     assert np.all(np.isfinite(action)) and emb is not None and np.all(np.isfinite(emb))
 
 
+def test_pretrain_dagger_round(tiny_run: tuple[Path, Path, dict[str, Any]]) -> None:
+    """One DAgger round: the model's rollouts are saved with the scripted folder's label of every visited state."""
+    from sb3_vla.pretrain import DAGGER_OFFSET, sync_folder
+
+    out, work, meta = tiny_run
+    dagger = meta["dagger"]
+    assert dagger["rounds"] == 1 and dagger["episodes_per_round"] == 2 and dagger["beta"] == 0.5
+    assert [r["round"] for r in dagger["per_round"]] == [1]
+    rnd = dagger["per_round"][0]
+    assert rnd["rollout_episodes"] == 2 and rnd["rollout_successes"] in (0, 1, 2)
+    assert rnd["rollout_seeds"] == [DAGGER_OFFSET + 1000, DAGGER_OFFSET + 1001]
+    assert dagger["val_episodes"] == 1 and dagger["val_successes_bc"] in (0, 1) and rnd["val_successes"] in (0, 1)
+    assert dagger["steps"] == 16 and dagger["aggregate_steps"] == meta["steps_trained"] + 16
+    assert load_small_vla(out / "tiny.pt") is not None and "## DAgger" in (out / "tiny.md").read_text()
+    files = sorted((work / "dagger").glob("ep_*_r1_*.npz"))
+    assert [f.name.rsplit("_", 1)[1] for f in files] == [f"{DAGGER_OFFSET + 1000}.npz", f"{DAGGER_OFFSET + 1001}.npz"]
+    # replay each rollout: executing the recorded actions, the folder labels the same states with the same actions
+    e = gym.make("GarmentFold-v0", scripted_noise=0.01, max_episode_steps=8)
+    try:
+        n_expert = 0
+        for f, seed in zip(files, rnd["rollout_seeds"]):
+            ep = dict(np.load(f))
+            assert ep["rgb"].shape == (8, 128, 128, 3) and ep["keypoints"].shape == (8, 24)
+            assert ep["action"].shape == ep["executed"].shape == (8, 61) and ep["instruction"].shape == (8,)
+            assert np.all(np.abs(ep["action"][:, :60]) <= 1) and set(np.unique(ep["action"][:, 60])) <= {0.0, 1.0}
+            # beta-mixture: the folder's action where it was executed, elsewhere the model's (not the label)
+            expert = ep["expert_executed"].astype(bool)
+            np.testing.assert_array_equal(ep["executed"][expert], ep["action"][expert])
+            assert not np.allclose(ep["action"][~expert], ep["executed"][~expert], atol=1e-3)
+            obs, info = e.reset(seed=seed)
+            for t in range(8):
+                np.testing.assert_allclose(obs["joint_pos"], ep["joint_pos"][t], atol=1e-6)
+                sync_folder(e, info["stage_complete"])
+                label = cast(Any, e.unwrapped).scripted_action()
+                np.testing.assert_allclose(label, ep["action"][t], atol=1e-6)
+                obs, _, _, _, info = e.step(ep["executed"][t])
+            n_expert += int(expert.sum())
+        assert 0 < n_expert < 16  # seeded coin flips at beta 0.5 over 16 steps
+    finally:
+        e.close()
+
+
 def test_freeze_encoder_trains_only_the_head(tiny_run: tuple[Path, Path, dict[str, Any]]) -> None:
     from sb3_vla.pretrain import main
 
@@ -147,9 +230,11 @@ def test_freeze_encoder_trains_only_the_head(tiny_run: tuple[Path, Path, dict[st
     args = ["--env", "GarmentFold-v0", "--demos", "2", "--epochs", "2", "--eval-episodes", "0"]
     args += ["--max-episode-steps", "8", "--workers", "1", "--keep-failed", "--batch-size", "8", "--lr", "1e-2"]
     args += ["--out", str(out), "--name", "tuned", "--work-dir", str(work), "--action-noise", "0.01"]
-    args += ["--freeze-encoder", "--init", str(init)]
+    args += ["--freeze-encoder", "--init", str(init), "--dagger-rounds", "1", "--dagger-episodes", "1"]
+    args += ["--dagger-eval-episodes", "0"]
     meta = main(args)  # re-uses the demos of the tiny run (same seeds and noise)
     assert meta["freeze_encoder"] and meta["trainable_parameters"] < meta["parameters"]
+    assert meta["dagger"]["per_round"][0]["aggregate_steps"] == 24  # the DAgger fine-tune kept the encoder frozen
     before, after = load_small_vla(init).state_dict(), load_small_vla(out / "tuned.pt").state_dict()
     assert before.keys() == after.keys()
     for k in before:

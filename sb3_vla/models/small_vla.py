@@ -33,6 +33,9 @@ FALLBACK_ID = len(GARMENT_FOLD_INSTRUCTIONS)
 #: the non-image observation keys read by default, with the scale applied before the learned normalisation
 DEFAULT_STATE_KEYS = ("joint_pos", "joint_vel", "held", "stage", "keypoints")
 JOINT_DIMS = 60
+#: GarmentFold's hand joints (24 per side, after each side's 6 arm joints): the scripted folder only ever commands
+#: two postures per hand (open, pinch), so the model can snap each hand's prediction to the nearest demonstrated one
+GARMENT_FOLD_HAND_DIMS = (tuple(range(6, 30)), tuple(range(36, 60)))
 
 
 def instruction_ids(instructions: Sequence[str] | None, n: int, vocab: Sequence[str]) -> th.Tensor:
@@ -78,6 +81,11 @@ class SmallVLA(nn.Module):
         output size (the ``vla_embedding``).
     :param relative: predict joint targets as offsets from the current ``joint_pos`` (precise near the data; off
         it a biased offset integrates towards the joint limits) instead of absolute normalised targets.
+    :param snap_groups: groups of joint dims of equal size (default: GarmentFold's two hands when ``action_dim`` is
+        61) whose predicted targets can be replaced by the nearest (L2) of up to ``snap_count`` allowed vectors per
+        group in the returned actions (training regresses them as usual). Off until :meth:`set_snap` gives the
+        vectors (e.g. the demonstrated open and pinch postures); they are buffers, saved in the state dict.
+    :param snap_count: the number of allowed vectors per group.
 
     Example::
 
@@ -93,6 +101,9 @@ class SmallVLA(nn.Module):
     state_std: th.Tensor
     delta_mean: th.Tensor
     delta_std: th.Tensor
+    snap_index: th.Tensor
+    snap_values: th.Tensor
+    snap_on: th.Tensor
 
     def __init__(
         self,
@@ -111,6 +122,8 @@ class SmallVLA(nn.Module):
         hidden: int = 512,
         embedding_dim: int = 256,
         relative: bool = True,
+        snap_groups: Sequence[Sequence[int]] | None = None,
+        snap_count: int = 2,
     ) -> None:
         super().__init__()
         if not 1 <= exec_horizon <= horizon:
@@ -157,6 +170,34 @@ class SmallVLA(nn.Module):
         )
         self.head = nn.Linear(self.embedding_dim, self.horizon * self.action_dim)
         self._last: tuple[Any, th.Tensor] | None = None
+        if snap_groups is None:
+            snap_groups = GARMENT_FOLD_HAND_DIMS if self.action_dim == JOINT_DIMS + 1 else ()
+        self.snap_groups = [[int(i) for i in g] for g in snap_groups]
+        size = len(self.snap_groups[0]) if self.snap_groups else 0
+        if any(len(g) != size or not all(0 <= i < self.action_dim - 1 for i in g) for g in self.snap_groups):
+            raise ValueError(f"snap groups need equal sizes and joint dims < {self.action_dim - 1}: {self.snap_groups}")
+        self.snap_count = int(snap_count)
+        self.register_buffer(
+            "snap_index", th.as_tensor(self.snap_groups, dtype=th.long).reshape(len(self.snap_groups), size)
+        )
+        self.register_buffer("snap_values", th.zeros(len(self.snap_groups), self.snap_count, size))
+        self.register_buffer("snap_on", th.zeros(()))
+
+    def set_snap(self, values: Sequence[Sequence[Sequence[float]]]) -> None:
+        """Turn snapping on: per snap group, the allowed vectors (1 to ``snap_count`` of ``len(group)`` values)."""
+        if len(values) != len(self.snap_groups):
+            raise ValueError(
+                f"need allowed vectors for each of the {len(self.snap_groups)} snap groups, got {len(values)}"
+            )
+        for i, (g, v) in enumerate(zip(self.snap_groups, values)):
+            t = th.as_tensor(v, dtype=th.float32)
+            if t.ndim != 2 or t.shape[1] != len(g) or not 1 <= len(t) <= self.snap_count:
+                raise ValueError(
+                    f"snap group {i}: need 1 to {self.snap_count} vectors of {len(g)} values, got {tuple(t.shape)}"
+                )
+            t = th.cat([t, t[-1:].expand(self.snap_count - len(t), -1)])  # pad by repeating (nearest is unchanged)
+            self.snap_values[i].copy_(t)
+        self.snap_on.fill_(1.0)
 
     # ------------------------------------------------------------------------------------------------ inputs
     def _image(self, obs: dict[str, Any]) -> th.Tensor:
@@ -226,6 +267,11 @@ class SmallVLA(nn.Module):
         if self.relative:
             joints = joints + jpos.unsqueeze(1)
         joints = joints.clamp(-1.0, 1.0)
+        if self.snap_on.item() > 0.5:
+            for idx, values in zip(self.snap_index, self.snap_values):
+                part = joints[..., idx]  # (B, H, D) -> the nearest allowed vector
+                nearest = th.cdist(part.reshape(-1, len(idx)), values.to(part.dtype)).argmin(-1)
+                joints = joints.index_copy(-1, idx, values.to(part.dtype)[nearest].view(part.shape))
         return th.cat([joints, th.sigmoid(logit).unsqueeze(-1)], dim=-1)
 
     def forward(self, obs: dict[str, Any]) -> th.Tensor:
@@ -267,7 +313,15 @@ class SmallVLA(nn.Module):
             "hidden": self.trunk[0].out_features,
             "embedding_dim": self.embedding_dim,
             "relative": self.relative,
+            "snap_groups": [list(g) for g in self.snap_groups],
+            "snap_count": self.snap_count,
         }
+
+    def load_weights(self, state_dict: dict[str, th.Tensor]) -> None:
+        """``load_state_dict``, accepting files written before the snap buffers existed (snapping stays as is)."""
+        missing, unexpected = self.load_state_dict(state_dict, strict=False)
+        if unexpected or set(missing) - {"snap_index", "snap_values", "snap_on"}:
+            raise ValueError(f"state dict does not fit SmallVLA: missing {missing}, unexpected {unexpected}")
 
 
 def save_small_vla(model: SmallVLA, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
@@ -294,7 +348,7 @@ def load_small_vla(path: str | Path, **overrides: Any) -> SmallVLA:
         raise ValueError(f"{str(path)!r} is not a SmallVLA checkpoint (expected keys 'state_dict', 'config')")
     config = {"relative": True, **dict(ckpt.get("config") or {}), **overrides}  # older files: relative
     model = SmallVLA(**config)
-    model.load_state_dict(ckpt["state_dict"])
+    model.load_weights(ckpt["state_dict"])
     return model
 
 
