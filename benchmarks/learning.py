@@ -32,6 +32,7 @@ import argparse
 import csv
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -827,6 +828,9 @@ def _run_all(todo: list[dict[str, Any]], jobs: int) -> list[str]:
     import multiprocessing as mp
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # SIGTERM (kill, pkill) -> SystemExit, so leaving the `with` block terminates the workers instead of orphaning
+    # them (orphans kept training and appending rows to the CSV)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with mp.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
         return [e for e in pool.imap_unordered(_run_pair_job, todo) if e]
 
