@@ -101,14 +101,12 @@ def test_cli_flags_override_yaml(tmp_path):
 
 
 def test_garment_fold_headline_command(tmp_path):
-    """python -m sb3_vla.train --algo sac --env GarmentFold-v0 (scripted base, 60 residual + 1 absolute dim)."""
+    """python -m sb3_vla.train --algo sac --env GarmentFold-v0: no --base, so the shipped SmallVLA is the base."""
     out = _run(
         "--algo",
         "sac",
         "--env",
         "GarmentFold-v0",
-        "--base",
-        "scripted",
         "-n",
         "160",
         "--log-folder",
@@ -130,4 +128,7 @@ def test_garment_fold_headline_command(tmp_path):
     assert config["env_wrapper"][1]["sb3_vla.wrappers.ResidualActionWrapper"] == {"residual_scale": 0.005}
     model = SAC.load(run / "GarmentFold-v0.zip")
     assert model.action_space.shape == (61,)
-    assert {"vla_action", "garment_pcd", "joint_pos", "stage"} <= set(model.observation_space.spaces)
+    assert config["env_wrapper"][0]["sb3_vla.wrappers.VLAObservationWrapper"]["base"] == "small-vla:garment_fold"
+    spaces = model.observation_space.spaces
+    assert {"vla_action", "vla_embedding", "garment_pcd", "joint_pos", "stage"} <= set(spaces)
+    assert spaces["vla_embedding"].shape == (256,) and "rgb" not in spaces  # the camera feeds the base only

@@ -55,8 +55,10 @@ def test_every_entry_resolves_with_the_zoo_conventions(algo: str) -> None:
         assert cfg.obs_wrapper_kwargs is not None and "base" in cfg.obs_wrapper_kwargs
         assert cfg.policy.__name__.startswith("Residual")
         if env_id == "GarmentFold-v0":
-            assert cfg.obs_wrapper_kwargs["base"] == "scripted"
-            # a small residual on every dim: larger steady offsets stall the scripted folder (see sac.yml)
+            # the shipped SmallVLA reads the camera; the agent does not see it and the replay buffer does not store it
+            assert cfg.obs_wrapper_kwargs["base"] == "small-vla:garment_fold"
+            assert cfg.obs_wrapper_kwargs["drop_keys"] == ["rgb"] and cfg.env_kwargs["rgb_obs"] is True
+            # a small residual on every dim: larger steady offsets break both bases (see sac.yml)
             assert cfg.residual_kwargs is not None and "override_dims" not in cfg.residual_kwargs
             assert 0.001 <= cfg.residual_kwargs["residual_scale"] <= 0.01
             # normalize only the float vector keys, never the point cloud
