@@ -205,6 +205,10 @@ class LiberoEnv(gym.Env):
         elif not 0 <= int(k) < n:
             raise ValueError(f"init_state_id must be in [0, {n}) for {self.task.name}, got {k}")
         self.init_state_id = int(k)
+        # robosuite draws from numpy's global RNG (placement samplers, noise): seed it from ours, or the same env seed
+        # gives different episodes in different processes (measured: same init state, success at step 172 in one
+        # process, a 300-step failure in another)
+        np.random.seed(int(self.np_random.integers(2**32 - 1)))
         self._set_cameras_enabled(False)  # no renders for the reset and the settle steps
         try:
             self.libero_env.reset()
