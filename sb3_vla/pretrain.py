@@ -93,6 +93,40 @@ def _worker_env(env_id: str, noise: float, image_size: int, max_steps: int | Non
     return _WORKER[key]
 
 
+def _worker_model(weights: str, exec_horizon: int | None = None) -> SmallVLA:
+    """The SmallVLA at ``weights`` (reloaded when the file changes), cached per worker process."""
+    key = ("model", weights, os.path.getmtime(weights), exec_horizon)
+    if key not in _WORKER:
+        overrides = {} if exec_horizon is None else {"exec_horizon": exec_horizon}
+        _WORKER[key] = load_small_vla(weights, **overrides).eval()
+    return _WORKER[key]
+
+
+def _query_chunk(model: SmallVLA, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
+    """The model's action chunk ``(exec_horizon, 61)`` for one observation."""
+    batch: dict[str, Any] = {k: th.as_tensor(obs[k][None]) for k in ("rgb", *model.state_keys)}
+    batch[model.instruction_key] = [info["instruction"]]
+    with th.inference_mode():
+        return model(batch)[0].numpy()
+
+
+def _record_obs(rec: dict[str, list[Any]], obs: dict[str, Any], info: dict[str, Any]) -> None:
+    rec["rgb"].append(obs["rgb"])
+    for k in STATE_KEYS:
+        rec[k].append(obs[k])
+    rec["instruction"].append(GARMENT_FOLD_INSTRUCTIONS.index(info["instruction"]))
+
+
+def _save_episode(path: str, rec: dict[str, list[Any]], **scalars: Any) -> dict[str, np.ndarray]:
+    """Stack ``rec`` and write it with ``scalars`` to ``path`` (npz) atomically; return the arrays."""
+    arrays = {k: np.stack(v) for k, v in rec.items()}
+    arrays.update({k: np.array(v) for k, v in scalars.items()})
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
+    os.replace(tmp, path)
+    return arrays
+
+
 def collect_episode(
     env_id: str,
     seed: int,
@@ -116,10 +150,7 @@ def collect_episode(
     ret, success, done = 0.0, False, False
     while not done:
         action = np.asarray(env.unwrapped.scripted_action(), dtype=np.float32)
-        rec["rgb"].append(obs["rgb"])
-        for k in STATE_KEYS:
-            rec[k].append(obs[k])
-        rec["instruction"].append(GARMENT_FOLD_INSTRUCTIONS.index(info["instruction"]))
+        _record_obs(rec, obs, info)
         rec["action"].append(action)
         executed = action.copy()
         if action_noise > 0:  # AR(1) noise (stationary std action_noise): slow drifts, not just jitter
@@ -129,11 +160,7 @@ def collect_episode(
         ret += float(reward)
         success = success or bool(info.get("is_success", False))
         done = terminated or truncated
-    arrays = {k: np.stack(v) for k, v in rec.items()}
-    tmp = path + ".tmp.npz"
-    arrays["success"], arrays["ret"] = np.array(success), np.array(ret)
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    os.replace(tmp, path)
+    _save_episode(path, rec, success=success, ret=ret)
     return {"seed": seed, "success": success, "steps": len(rec["action"]), "return": ret}
 
 
@@ -147,20 +174,12 @@ def evaluate_episode(
 ) -> dict[str, Any]:
     """Run the model closed loop for one seeded episode (executing ``exec_horizon`` actions per query)."""
     env = _worker_env(env_id, 0.0, image_size, max_steps)
-    key = ("model", weights, os.path.getmtime(weights), exec_horizon)
-    if key not in _WORKER:
-        overrides = {} if exec_horizon is None else {"exec_horizon": exec_horizon}
-        _WORKER[key] = load_small_vla(weights, **overrides).eval()
-    model: SmallVLA = _WORKER[key]
+    model = _worker_model(weights, exec_horizon)
     obs, info = env.reset(seed=seed)
     ret, steps, success, done = 0.0, 0, False, False
     stages = 0
     while not done:
-        batch: dict[str, Any] = {k: th.as_tensor(obs[k][None]) for k in ("rgb", *model.state_keys)}
-        batch[model.instruction_key] = [info["instruction"]]
-        with th.inference_mode():
-            chunk = model(batch)[0].numpy()
-        for action in chunk:
+        for action in _query_chunk(model, obs, info):
             obs, reward, terminated, truncated, info = env.step(action)
             ret += float(reward)
             steps += 1
@@ -170,55 +189,6 @@ def evaluate_episode(
             if done:
                 break
     return {"seed": seed, "success": success, "steps": steps, "return": ret, "stages_complete": stages}
-
-
-def sync_folder(env: Any, stage_complete: Sequence[bool] | None = None) -> None:
-    """Advance the scripted folder's phase to what the executed (learner's) actions already achieved.
-
-    The folder moves on to its next phase only by passing its own checkpoints (hover above the grasp point, then
-    pinch height, then close), so when a learner takes a different path (say, grasps without hovering first) the
-    folder stays in ``approach`` and its label says "open the hand, go back up" while the learner carries the
-    cloth. Call before each ``scripted_action()`` of a DAgger rollout: an ``approach``/``descend``/``close`` phase
-    with every active hand holding becomes ``carry`` along a fresh arc from the current pinch points (the folder's
-    own close -> carry transition); an ``approach`` phase with the pinch points already below hover height over the
-    grasp points becomes ``descend``; a ``carry`` phase moves its arc parameter forward to the arc point nearest the
-    pinch points (within the folder's 4 cm on-track tolerance); a ``done`` phase whose stage is not complete
-    (``stage_complete``, from ``info``: the learner's fold missed) goes back to ``approach`` to fold it again,
-    where the folder would request a refused stage advance forever. The folder itself (``envs/``) is not changed.
-    """
-    from sb3_vla.envs.garment_fold import scripted as sc
-
-    u = env.unwrapped
-    f = u.folder
-    stage = int(u.stage)
-    if stage >= 3 or f.stage != stage:  # a new stage: the folder's own act() starts it at approach
-        return
-    grasps = f.STAGE_GRASPS[stage]
-    active = list(grasps)
-    held = all(u.held_vertex(s) >= 0 for s in active)
-    pinch = {s: np.asarray(u.pinch_position(s), dtype=np.float64) for s in active}
-    if f.phase == sc.DONE and stage_complete is not None and not stage_complete[stage]:
-        f._set_phase(sc.APPROACH)
-    elif held and f.phase in (sc.APPROACH, sc.DESCEND, sc.CLOSE):
-        f._set_phase(sc.CARRY)
-        f.arc_s = 0.0
-        f.arc_start = {s: pinch[s].copy() for s in active}
-    elif f.phase == sc.APPROACH:
-        grasp = {s: f._grasp_point(s, grasps[s]) for s in active}
-        if all(np.linalg.norm(pinch[s][:2] - grasp[s][:2]) < 0.015 and pinch[s][2] < sc.HOVER_Z - 0.02 for s in active):
-            f._set_phase(sc.DESCEND)
-    elif f.phase == sc.CARRY and held:
-        places = {s: f._place_point(s, grasps[s]) for s in active}
-        length = max(float(np.linalg.norm(places[s] - f.arc_start[s])) for s in active)
-        grid = np.linspace(f.arc_s, 1.0, 21)
-        dist = np.zeros_like(grid)
-        for s in active:
-            pts = (1.0 - grid)[:, None] * f.arc_start[s] + grid[:, None] * places[s]
-            pts[:, 2] += sc.ARC_LIFT * length * np.sin(np.pi * grid)
-            dist = np.maximum(dist, np.linalg.norm(pts - pinch[s], axis=1))
-        best = int(np.argmin(dist))
-        if dist[best] < 0.04:
-            f.arc_s = float(grid[best])
 
 
 def dagger_episode(
@@ -238,15 +208,12 @@ def dagger_episode(
     probability ``beta``, the folder's action (a DAgger mixture policy); the recorded ``action`` is always the
     folder's (``env.unwrapped.scripted_action()``, perception noise ``noise`` m), queried at every step so its
     state machine follows the visited states: its phase transitions read the simulator (hand positions, which hand
-    holds the cloth), not the commands it issued, and with ``sync`` :func:`sync_folder` moves its phase on to
+    holds the cloth), not the commands it issued, and with ``sync`` :meth:`ScriptedFolder.follow` moves its phase on to
     what the executed actions already achieved. Saved like a demonstration (npz at ``path``) plus ``executed``
     (the actions run) and ``expert_executed`` (per step, whether the folder's action was run).
     """
     env = _worker_env(env_id, noise, image_size, max_steps)
-    key = ("model", weights, os.path.getmtime(weights), None)
-    if key not in _WORKER:
-        _WORKER[key] = load_small_vla(weights).eval()
-    model: SmallVLA = _WORKER[key]
+    model = _worker_model(weights)
     obs, info = env.reset(seed=seed)
     mix_rng = np.random.default_rng(seed + 104729)
     rec: dict[str, list[Any]] = {k: [] for k in ("rgb", *STATE_KEYS, "instruction", "action", "executed")}
@@ -255,20 +222,14 @@ def dagger_episode(
     ret, success, done, stages = 0.0, False, False, 0
     while not done:
         if sync:
-            sync_folder(env, info.get("stage_complete"))
+            env.unwrapped.folder.follow(info.get("stage_complete"))
         label = np.asarray(env.unwrapped.scripted_action(), dtype=np.float32)
         if not chunk:
-            batch: dict[str, Any] = {k: th.as_tensor(obs[k][None]) for k in ("rgb", *model.state_keys)}
-            batch[model.instruction_key] = [info["instruction"]]
-            with th.inference_mode():
-                chunk = list(model(batch)[0].numpy())
+            chunk = list(_query_chunk(model, obs, info))
         learner = chunk.pop(0)
         expert = bool(beta > 0 and mix_rng.random() < beta)
         executed = label if expert else learner.astype(np.float32)
-        rec["rgb"].append(obs["rgb"])
-        for k in STATE_KEYS:
-            rec[k].append(obs[k])
-        rec["instruction"].append(GARMENT_FOLD_INSTRUCTIONS.index(info["instruction"]))
+        _record_obs(rec, obs, info)
         rec["action"].append(label)
         rec["executed"].append(executed)
         rec["expert_executed"].append(expert)
@@ -277,11 +238,7 @@ def dagger_episode(
         success = success or bool(info.get("is_success", False))
         stages = max(stages, int(np.sum(info.get("stage_complete", 0))))
         done = terminated or truncated
-    arrays = {k: np.stack(v) for k, v in rec.items()}
-    arrays["success"], arrays["ret"], arrays["beta"] = np.array(success), np.array(ret), np.array(beta)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    os.replace(tmp, path)
+    arrays = _save_episode(path, rec, success=success, ret=ret, beta=beta)
     n_expert = int(arrays["expert_executed"].sum())
     return {
         "seed": seed,

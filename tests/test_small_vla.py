@@ -182,7 +182,7 @@ def test_pretrain_end_to_end(tiny_run: tuple[Path, Path, dict[str, Any]], env: A
 
 def test_pretrain_dagger_round(tiny_run: tuple[Path, Path, dict[str, Any]]) -> None:
     """One DAgger round: the model's rollouts are saved with the scripted folder's label of every visited state."""
-    from sb3_vla.pretrain import DAGGER_OFFSET, sync_folder
+    from sb3_vla.pretrain import DAGGER_OFFSET
 
     out, work, meta = tiny_run
     dagger = meta["dagger"]
@@ -212,7 +212,7 @@ def test_pretrain_dagger_round(tiny_run: tuple[Path, Path, dict[str, Any]]) -> N
             obs, info = e.reset(seed=seed)
             for t in range(8):
                 np.testing.assert_allclose(obs["joint_pos"], ep["joint_pos"][t], atol=1e-6)
-                sync_folder(e, info["stage_complete"])
+                cast(Any, e.unwrapped).folder.follow(info["stage_complete"])
                 label = cast(Any, e.unwrapped).scripted_action()
                 np.testing.assert_allclose(label, ep["action"][t], atol=1e-6)
                 obs, _, _, _, info = e.step(ep["executed"][t])

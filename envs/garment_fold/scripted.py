@@ -10,6 +10,7 @@ seeded RNG at reset, so an episode is deterministic given the env seed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import mujoco
@@ -287,6 +288,58 @@ class ScriptedFolder:
         self._cache_step = env.elapsed_steps
         self._cache_action = action
         return action.copy()
+
+    def follow(self, stage_complete: Sequence[bool] | None = None) -> None:
+        """Move the phase on to what executed actions that were not the folder's own already achieved.
+
+        The folder moves to its next phase only by passing its own checkpoints (hover above the grasp point, then
+        pinch height, then close), so when another policy takes a different path (say, grasps without hovering
+        first) the folder stays in ``approach`` and its label says "open the hand, go back up" while the cloth is
+        carried. Call before each :meth:`act` when labelling another policy's states (DAgger): an
+        ``approach``/``descend``/``close`` phase with every active hand holding becomes ``carry`` along a fresh arc
+        from the current pinch points (the folder's own close -> carry transition); an ``approach`` phase with the
+        pinch points already below hover height over the grasp points becomes ``descend``; a ``carry`` phase moves
+        its arc parameter forward to the arc point nearest the pinch points (within the 4 cm on-track tolerance); a
+        ``done`` phase whose stage is not complete (``stage_complete``, from ``info``: the fold missed) goes back to
+        ``approach`` to fold it again, where the folder would otherwise request a refused stage advance forever.
+
+        Example::
+
+            env.unwrapped.folder.follow(info["stage_complete"])
+            label = env.unwrapped.scripted_action()
+        """
+        env = self.env
+        stage = int(env.stage)
+        if stage >= 3 or self.stage != stage:  # a new stage: act() starts it at approach
+            return
+        grasps = self.STAGE_GRASPS[stage]
+        active = list(grasps)
+        held = all(env.held_vertex(s) >= 0 for s in active)
+        pinch = {s: np.asarray(env.pinch_position(s), dtype=np.float64) for s in active}
+        if self.phase == DONE and stage_complete is not None and not stage_complete[stage]:
+            self._set_phase(APPROACH)
+        elif held and self.phase in (APPROACH, DESCEND, CLOSE):
+            self._set_phase(CARRY)
+            self.arc_s = 0.0
+            self.arc_start = {s: pinch[s].copy() for s in active}
+        elif self.phase == APPROACH:
+            grasp = {s: self._grasp_point(s, grasps[s]) for s in active}
+            if all(
+                np.linalg.norm(pinch[s][:2] - grasp[s][:2]) < 0.015 and pinch[s][2] < HOVER_Z - 0.02 for s in active
+            ):
+                self._set_phase(DESCEND)
+        elif self.phase == CARRY and held:
+            places = {s: self._place_point(s, grasps[s]) for s in active}
+            length = max(float(np.linalg.norm(places[s] - self.arc_start[s])) for s in active)
+            grid = np.linspace(self.arc_s, 1.0, 21)
+            dist = np.zeros_like(grid)
+            for s in active:
+                pts = (1.0 - grid)[:, None] * self.arc_start[s] + grid[:, None] * places[s]
+                pts[:, 2] += ARC_LIFT * length * np.sin(np.pi * grid)
+                dist = np.maximum(dist, np.linalg.norm(pts - pinch[s], axis=1))
+            best = int(np.argmin(dist))
+            if dist[best] < 0.04:
+                self.arc_s = float(grid[best])
 
     def _arc(self, side: str, place: np.ndarray, length: float) -> np.ndarray:
         s = self.arc_s
