@@ -60,8 +60,11 @@ ARM_TITLES = {
 FIELDS = ["arm", "seed", "step", "metric", "episodes", "wall_s"]
 EMBEDDING_KEY = "vla_embedding"
 ACTION_KEY = "vla_action"
+MAPPED_ACTION_KEY = "vla_action_mapped"  # the base action in a residual map's space
 PENDULUM_BIAS = 2.0
-GARMENT_RESIDUAL_SCALE = (0.005,) * 60 + (0.3,)
+#: GarmentFold's joint-space residual scale (used with ``--residual-map none``)
+GARMENT_JOINT_RESIDUAL_SCALE = (0.005,) * 60 + (0.3,)
+GARMENT_PINCH_MAP = "sb3_vla.envs.garment_fold:PinchResidualMap"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -122,6 +125,7 @@ class EnvSetup:
     emb_base: Callable[[], Any] | str | None  # base with an embedding (None: embedding arms not applicable)
     emb_note: str
     residual_scale: float | tuple[float, ...]
+    residual_map: str | None = None  # compose the residual in another space (ResidualMap spec), None: action space
     absolute_dims: tuple[int, ...] = ()
     override_dims: tuple[int, ...] = ()  # full-authority residual dims that start from the base (e.g. a mode switch)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -163,13 +167,12 @@ def env_setup(env_id: str) -> EnvSetup:
                 else "not applicable: the scripted folder gives no embedding and the small VLA's weights "
                 "(sb3_vla/assets/garment_fold_vla.pt) were missing when this ran"
             ),
-            # joint residual +-0.005 of the normalised range. The scripted folder's phase changes need the pinch
-            # point within 1.2 cm of its goal and it has no integral action, so a steady joint offset holds a hand off
-            # its goal: measured, a constant +-0.02 residual on the 12 arm joints gave 0/4 successes (base ~40%),
-            # +-0.005 on all 60 joints 2/5 (= the base's 2/5 on the same seeds); residual SAC at 0.02, 0.1 (dim 60
-            # an override dim) and 0.15 fell to 0% within 2000-2500 steps. Dim 60 (stage advance, base 0 or 1,
-            # threshold 0.5) gets +-0.3: the base's advance request always wins.
-            residual_scale=GARMENT_RESIDUAL_SCALE,
+            # the residual moves the base's commanded pinch points (+-5 cm; IK onto the arm joints) and offsets the
+            # stage-advance signal (+-0.3; base 0 or 1, threshold 0.5: the base's requests always win). The folder's
+            # errors are Cartesian (3 cm perception noise); the joint-space residual used before (--residual-map
+            # none --residual-scale 0.005*60,0.3) could not express them: see RESULTS.md
+            residual_scale=(0.05,) * 6 + (0.3,),
+            residual_map=GARMENT_PINCH_MAP,
             emb_env_kwargs=dict(rgb_obs=True, image_size=128),
             # the policy reads the 24 keypoint coordinates, not the 256-point cloud: a PointNet SAC update costs
             # ~1 CPU-second here, an MLP one a few ms
@@ -251,6 +254,7 @@ def _make_env(setup: EnvSetup, arm: str, n_envs: int, seed: int, vec_env_cls: st
         residual_scale=setup.residual_scale,
         absolute_dims=setup.absolute_dims,
         override_dims=setup.override_dims,
+        residual_map=setup.residual_map,
         seed=seed,
         env_kwargs=env_kwargs,
         vec_env_cls=vec_env_cls,
@@ -279,7 +283,7 @@ def _excluded_keys(setup: EnvSetup, arm: str, obs_keys: Sequence[str]) -> list[s
     if arm == "residual":
         drop |= {EMBEDDING_KEY} & set(obs_keys)
     if arm == "emb_only":
-        drop |= {k for k in obs_keys if k not in (ACTION_KEY, EMBEDDING_KEY)}
+        drop |= {k for k in obs_keys if k not in (ACTION_KEY, EMBEDDING_KEY, MAPPED_ACTION_KEY)}
     return sorted(drop)
 
 
@@ -403,13 +407,30 @@ def make_setup(
     absolute_dims: str | None = None,
     env_kwargs: Sequence[str] = (),
     hyperparams: Sequence[str] = (),
+    residual_map: str | None = None,
+    residual_scale: str | None = None,
 ) -> EnvSetup:
     """:func:`env_setup` with the CLI's overrides (rebuilt in each worker: a setup holds unpicklable factories)."""
     setup = env_setup(env_id)
     if absolute_dims is not None:
         setup.absolute_dims = tuple(int(d) for d in absolute_dims.split(",") if d.strip())
+    if residual_map is not None:
+        setup.residual_map = None if residual_map.lower() == "none" else residual_map
+    if residual_scale is not None:
+        setup.residual_scale = parse_scale(residual_scale)
     apply_overrides(setup, algo, env_kwargs, hyperparams)
     return setup
+
+
+def parse_scale(text: str) -> float | tuple[float, ...]:
+    """``"0.3"`` -> 0.3; ``"0.005*60,0.3"`` -> (0.005, ..., 0.005, 0.3) (61 values)."""
+    values: list[float] = []
+    for item in text.split(","):
+        value, _, count = item.strip().partition("*")
+        values += [float(value)] * (int(count) if count else 1)
+    if not values:
+        raise ValueError(f"--residual-scale {text!r}: give a float or comma-separated values like '0.005*60,0.3'")
+    return values[0] if len(values) == 1 and "," not in text and "*" not in text else tuple(values)
 
 
 def _run_pair_job(kwargs: dict[str, Any]) -> str:
@@ -549,7 +570,7 @@ def table(
     unit = "points" if setup.metric == "success" else "return"
     metric_name = "success rate (`info['is_success']`, any step)" if setup.metric == "success" else "mean return"
     lines = [
-        f"### Learning: {setup.env_id}, {args.algo.upper()}",
+        f"### Learning: {setup.env_id}, {args.algo.upper()}" + (f" ({args.tag})" if args.tag else ""),
         "",
         f"Command: `python benchmarks/learning.py --env {setup.env_id} --algo {args.algo} --seeds {args.seeds} "
         f"--steps {args.steps} --eval-every {args.eval_every} --eval-episodes {args.eval_episodes}"
@@ -557,6 +578,9 @@ def table(
         + (f" --n-envs {args.n_envs}" if args.n_envs != 1 else "")
         + (f" --env-kwargs {' '.join(args.env_kwargs)}" if args.env_kwargs else "")
         + (f" --hyperparams {' '.join(args.hyperparams)}" if args.hyperparams else "")
+        + (f" --residual-map {args.residual_map}" if args.residual_map else "")
+        + (f" --residual-scale {args.residual_scale}" if args.residual_scale else "")
+        + (f" --tag {args.tag}" if args.tag else "")
         + "`",
         f"(curves: `{_rel(args.csv)}`, plot: `{_rel(args.png)}`).",
         "",
@@ -678,6 +702,8 @@ def _scale_note(scale: float | tuple[float, ...]) -> str:
 
 
 def _dims_note(setup: EnvSetup) -> str:
+    if setup.residual_map:
+        return f", composed through `{setup.residual_map}` (the residual's own dims and units)"
     notes = []
     if setup.absolute_dims:
         notes.append(f"absolute dims {list(setup.absolute_dims)}")
@@ -723,6 +749,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--hyperparams", nargs="*", default=[], help="SAC / PPO constructor kwargs overriding the env's, key:value"
     )
+    p.add_argument(
+        "--residual-map",
+        default=None,
+        help="compose the residual through this ResidualMap ('package.module:Name'), or 'none' for the env's own "
+        "action space (default: the env's setting, e.g. pinch points on GarmentFold-v0)",
+    )
+    p.add_argument(
+        "--residual-scale",
+        default=None,
+        help="residual scale override: a float or comma-separated per-dim values, 'v*n' repeats v n times "
+        "(e.g. '0.005*60,0.3')",
+    )
+    p.add_argument("--tag", default="", help="suffix of the CSV, plot and RESULTS.md section names (a variant)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--results-md", type=Path, default=None, help="RESULTS.md to write (default benchmarks/)")
     p.add_argument("--no-run", action="store_true", help="only rebuild the plot and table from the CSV")
@@ -733,7 +772,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if bad:
         p.error(f"unknown arms {bad}; choose from {list(ARMS)}")
     args.eval_every = args.eval_every or max(1, args.steps // 10)
-    tag = f"{args.env}_{args.algo}".replace("/", "_")
+    tag = f"{args.env}_{args.algo}{'_' + args.tag if args.tag else ''}".replace("/", "_")
+    args.section = f"learning_{tag}"
     args.csv = args.out / f"{tag}.csv"
     args.png = args.out / f"{tag}.png"
     return args
@@ -743,7 +783,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     args = parse_args(argv)
     import sb3_vla  # noqa: F401 - registers the envs
 
-    overrides = dict(absolute_dims=args.absolute_dims, env_kwargs=args.env_kwargs, hyperparams=args.hyperparams)
+    overrides = dict(
+        absolute_dims=args.absolute_dims,
+        env_kwargs=args.env_kwargs,
+        hyperparams=args.hyperparams,
+        residual_map=args.residual_map,
+        residual_scale=args.residual_scale,
+    )
     setup = make_setup(args.env, args.algo, **overrides)
     not_applicable = {}
     if setup.emb_base is None:
@@ -799,7 +845,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     md = table(summary, setup, args, not_applicable)
     from benchmarks._results import RESULTS, write_section
 
-    write_section(f"learning_{args.env}_{args.algo}", md, args.results_md or RESULTS)
+    write_section(args.section, md, args.results_md or RESULTS)
     print(md)
     return summary
 

@@ -13,6 +13,7 @@ from sb3_vla.vla.base import BaseModel
 from sb3_vla.wrappers.adapters import ActionAdapterLike
 from sb3_vla.wrappers.observation import VecVLAObservationWrapper
 from sb3_vla.wrappers.residual import ResidualScale, VecResidualActionWrapper
+from sb3_vla.wrappers.residual_map import ResidualMapLike
 
 
 def make_residual_vec_env(
@@ -34,6 +35,7 @@ def make_residual_vec_env(
     nonfinite: str = "raise",
     instruction: str | None = None,
     base_kwargs: dict[str, Any] | None = None,
+    residual_map: ResidualMapLike | None = None,
 ) -> VecEnv:
     """Build ``n_envs`` copies of an env, batch the frozen base over them, and expose a residual action space.
 
@@ -58,6 +60,8 @@ def make_residual_vec_env(
     :param nonfinite: ``"raise"`` or ``"zero"`` when the base returns NaN/inf.
     :param instruction: fixed instruction for envs that give none.
     :param base_kwargs: keyword arguments for building ``base`` from a spec string.
+    :param residual_map: compose the residual in another space (e.g. pinch-point offsets on GarmentFold), see
+        :class:`~sb3_vla.wrappers.residual_map.ResidualMap`.
     :return: the vectorised residual env.
 
     Example::
@@ -104,4 +108,5 @@ def make_residual_vec_env(
         absolute_dims=absolute_dims,
         override_dims=override_dims,
         keep_base_in_obs=keep_base_in_obs,
+        residual_map=residual_map,
     )

@@ -79,7 +79,13 @@ def make_env(env_id: str, noise: float, image_size: int = 128, max_episode_steps
 
     import sb3_vla  # noqa: F401 - registers the envs
 
-    kwargs: dict[str, Any] = {"rgb_obs": True, "image_size": image_size, "scripted_noise": noise}
+    # the folder labels states other policies visited (DAgger): judge its progress from where the hands really are
+    kwargs: dict[str, Any] = {
+        "rgb_obs": True,
+        "image_size": image_size,
+        "scripted_noise": noise,
+        "scripted_command_frame": False,
+    }
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(max_episode_steps)
     return gym.make(env_id, **kwargs)

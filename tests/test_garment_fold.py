@@ -43,7 +43,9 @@ def test_spaces_and_registration() -> None:
     np.testing.assert_array_equal(space.low, np.r_[-np.ones(60), 0.0].astype(np.float32))
     np.testing.assert_array_equal(space.high, np.ones(61, dtype=np.float32))
     obs, info = env.reset(seed=0)
-    assert set(obs) == {"garment_pcd", "keypoints", "joint_pos", "joint_vel", "stage", "held"}
+    assert set(obs) == {"garment_pcd", "keypoints", "joint_pos", "joint_vel", "stage", "held", "pinch_pos"}
+    pinch = np.r_[env.unwrapped.pinch_position("L"), env.unwrapped.pinch_position("R")]
+    np.testing.assert_allclose(obs["pinch_pos"], pinch, atol=1e-6)
     assert obs["garment_pcd"].shape == (256, 3) and obs["keypoints"].shape == (24,)
     np.testing.assert_array_equal(obs["stage"], [1.0, 0.0, 0.0])
     assert info["instruction"] == env.unwrapped.instruction == "fold the left sleeve onto the body"

@@ -61,3 +61,20 @@ def test_summary_statistics():
     assert s["residual"]["reach"] == [10, 5]  # first eval >= that seed's base + 20
     assert s["residual"]["dip_seed"] == pytest.approx(10.0) and s["residual"]["dip_mean"] == pytest.approx(0.0)
     assert learning.iqm([0, 1, 2, 3, 100, 4, 5, 6]) == pytest.approx(3.5)
+
+
+def test_residual_overrides_and_variant_tag(tmp_path):
+    assert learning.parse_scale("0.3") == 0.3
+    assert learning.parse_scale("0.005*60,0.3") == (0.005,) * 60 + (0.3,)
+    # GarmentFold composes its residual through the pinch-point map by default; 'none' goes back to joint space
+    setup = learning.make_setup("GarmentFold-v0", "sac")
+    assert setup.residual_map == learning.GARMENT_PINCH_MAP and len(setup.residual_scale) == 7
+    joint = learning.make_setup("GarmentFold-v0", "sac", residual_map="none", residual_scale="0.005*60,0.3")
+    assert joint.residual_map is None and joint.residual_scale == learning.GARMENT_JOINT_RESIDUAL_SCALE
+    # a tag names a variant's CSV, plot and RESULTS.md section
+    args = learning.parse_args(["--env", "GarmentFold-v0", "--tag", "joint", "--out", str(tmp_path)])
+    assert args.csv == tmp_path / "GarmentFold-v0_sac_joint.csv" and args.section == "learning_GarmentFold-v0_sac_joint"
+    # the embedding-only arm keeps the base's action in the map's space: it is the base's, not the env's
+    keys = ["joint_pos", "keypoints", "pinch_pos", "vla_action", "vla_action_mapped", "vla_embedding"]
+    assert learning._excluded_keys(setup, "emb_only", keys) == ["joint_pos", "keypoints", "pinch_pos"]
+    assert learning._excluded_keys(setup, "residual", keys) == ["vla_embedding"]

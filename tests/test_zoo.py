@@ -63,7 +63,8 @@ def test_every_entry_resolves_with_the_zoo_conventions(algo: str) -> None:
             assert 0.001 <= cfg.residual_kwargs["residual_scale"] <= 0.01
             # normalize only the float vector keys, never the point cloud
             assert cfg.normalize is not None
-            assert set(cfg.normalize["norm_obs_keys"]) == {"joint_pos", "joint_vel", "keypoints", "held", "stage"}
+            norm_keys = {"joint_pos", "joint_vel", "keypoints", "held", "stage", "pinch_pos"}
+            assert set(cfg.normalize["norm_obs_keys"]) == norm_keys
 
 
 def _run_dir(log: Path, algo: str, env_id: str) -> Path:

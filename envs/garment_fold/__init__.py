@@ -11,5 +11,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set bef
 
 from sb3_vla.envs.garment_fold.env import GarmentFoldEnv
 from sb3_vla.envs.garment_fold.metrics import INSTRUCTIONS, FoldTask
+from sb3_vla.envs.garment_fold.pinch import PINCH_RESIDUAL_SCALE, PinchResidualMap
 
-__all__ = ["INSTRUCTIONS", "FoldTask", "GarmentFoldEnv"]
+__all__ = ["INSTRUCTIONS", "PINCH_RESIDUAL_SCALE", "FoldTask", "GarmentFoldEnv", "PinchResidualMap"]

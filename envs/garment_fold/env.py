@@ -52,8 +52,8 @@ class GarmentFoldEnv(gym.Env):
     **Observation** ``Dict``: ``garment_pcd`` ``(pcd_points, 3)`` cloth surface points (m, world frame),
     ``keypoints`` ``(24,)`` (8 x xyz in ``KEYPOINT_NAMES`` order: sleeve tips, armpits, bottom corners, collar,
     bottom centre), ``joint_pos`` ``(60,)`` normalised like the action, ``joint_vel`` ``(60,)`` rad/s, ``stage``
-    one-hot ``(3,)``, ``held`` ``(2,)`` (1 when that hand pinches the cloth) and, with ``rgb_obs=True``, ``rgb``
-    uint8 ``(H, W, 3)``.
+    one-hot ``(3,)``, ``held`` ``(2,)`` (1 when that hand pinches the cloth), ``pinch_pos`` ``(6,)`` (left and
+    right pinch points, m, world frame) and, with ``rgb_obs=True``, ``rgb`` uint8 ``(H, W, 3)``.
 
     **Stages**: 0 left sleeve onto the body (left hand), 1 right sleeve (right hand), 2 bottom half onto the top
     half (both hands). :attr:`instruction` and ``info["instruction"]`` give the current stage's instruction.
@@ -70,7 +70,9 @@ class GarmentFoldEnv(gym.Env):
     **Base controller**: :meth:`scripted_action` is a closed-loop privileged folder with perception noise
     ``scripted_noise`` (m), used by ``--base scripted``. Grasp: when a hand's thumb and first-finger tips close
     within 1.5 cm, the cloth vertex nearest their midpoint (if within 3 cm) is attached by a runtime ``connect``
-    equality constraint; opening the tips beyond 3 cm releases it.
+    equality constraint; opening the tips beyond 3 cm releases it. A residual policy can act on the joints (61-D,
+    the default) or on the pinch points (7-D, ``residual_map=PinchResidualMap()``; see
+    :mod:`sb3_vla.envs.garment_fold.pinch`).
 
     :param render_mode: ``None`` or ``"rgb_array"`` (``render()`` returns a ``render_size`` frame).
     :param rgb_obs: add the ``rgb`` camera image to the observation.
@@ -81,6 +83,9 @@ class GarmentFoldEnv(gym.Env):
     :param pcd_points: number of surface points in ``garment_pcd`` (area-weighted, fixed barycentric samples);
         0 uses the cloth vertices themselves.
     :param scripted_noise: perception noise (m, per axis) of the scripted folder's grasp and place points.
+    :param scripted_command_frame: the folder judges its progress in its own command frame, so a residual policy's
+        corrections of its actions do not stall it (see :class:`ScriptedFolder`); ``False`` for labelling the states
+        of another policy (DAgger in :mod:`sb3_vla.pretrain`).
     :param pose_noise: ``(translation m, rotation rad)`` half-ranges of the shirt's random initial pose.
     :param fold_tolerance: a stage is complete when its mean fold error is below this (m) ...
     :param layered_tolerance: ... and this fraction of its moving vertices lies on top.
@@ -119,6 +124,7 @@ class GarmentFoldEnv(gym.Env):
         cloth_spacing: float = 1.0 / 30.0,
         pcd_points: int = 256,
         scripted_noise: float = 0.03,
+        scripted_command_frame: bool = True,
         pose_noise: tuple[float, float] = (0.02, 0.1),
         fold_tolerance: float = 0.03,
         layered_tolerance: float = 0.7,
@@ -200,6 +206,7 @@ class GarmentFoldEnv(gym.Env):
             "joint_vel": spaces.Box(-20.0, 20.0, shape=(2 * JOINTS_PER_SIDE,), dtype=np.float32),
             "stage": spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32),
             "held": spaces.Box(0.0, 1.0, shape=(2,), dtype=np.float32),
+            "pinch_pos": spaces.Box(-2.0, 2.0, shape=(6,), dtype=np.float32),
         }
         if self.rgb_obs:
             obs_spaces["rgb"] = spaces.Box(0, 255, shape=(*self.image_size, 3), dtype=np.uint8)
@@ -209,7 +216,7 @@ class GarmentFoldEnv(gym.Env):
         self._act_low, self._act_high = low.astype(np.float64), np.ones(61)
 
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
-        self.folder = ScriptedFolder(self, noise=scripted_noise)
+        self.folder = ScriptedFolder(self, noise=scripted_noise, command_frame=scripted_command_frame)
         seed_q = np.array([0.0, 0.5, 1.3, 0.0, -0.2, 0.0])
         self._home_q = {side: self.folder.ik.solve(side, seed_q, HOME[side], 80) for side in SIDES}
         self.stage = 0
@@ -327,6 +334,11 @@ class GarmentFoldEnv(gym.Env):
         i = SIDES.index(side) * JOINTS_PER_SIDE
         return self.data.qpos[self._qadr[i : i + len(ARM_JOINTS)]].copy()
 
+    def arm_ctrl(self, side: str) -> np.ndarray:
+        """The 6 arm joint targets (rad) of one side that the last executed action set."""
+        i = SIDES.index(side) * JOINTS_PER_SIDE
+        return self.data.ctrl[i : i + len(ARM_JOINTS)].copy()
+
     def keypoint_position(self, name: str) -> np.ndarray:
         """World position (3,) of a named keypoint vertex."""
         return self._vertices()[self.mesh.keypoints[name]].copy()
@@ -431,6 +443,7 @@ class GarmentFoldEnv(gym.Env):
             "joint_vel": np.clip(d.qvel[self._dadr], -20.0, 20.0).astype(np.float32),
             "stage": stage,
             "held": np.array([float(self._held[s] >= 0) for s in SIDES], dtype=np.float32),
+            "pinch_pos": np.clip(np.concatenate([self.pinch_position(s) for s in SIDES]), -2.0, 2.0).astype(np.float32),
         }
         if self.rgb_obs:
             obs["rgb"] = self._render(self.image_size)

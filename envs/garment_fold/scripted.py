@@ -95,10 +95,21 @@ class ArmIK:
         mujoco.mj_kinematics(self.model, self.data)
         return self.data.site_xpos[self.site[side]].copy()
 
-    def solve(self, side: str, q0: np.ndarray, target: np.ndarray, iters: int = 25) -> np.ndarray:
-        """Arm joint targets putting the pinch site at ``target`` (3,), fingers down, starting from ``q0`` (6,)."""
+    def rotation(self, side: str, q: np.ndarray) -> np.ndarray:
+        """World orientation (3, 3) of the pinch site for arm joints ``q`` (6,)."""
+        self.data.qpos[self.qadr[side]] = q
+        mujoco.mj_kinematics(self.model, self.data)
+        return self.data.site_xmat[self.site[side]].reshape(3, 3).copy()
+
+    def solve(
+        self, side: str, q0: np.ndarray, target: np.ndarray, iters: int = 25, rotation: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Arm joint targets putting the pinch site at ``target`` (3,), fingers down, starting from ``q0`` (6,).
+
+        ``rotation`` (3, 3) replaces the fingers-down orientation (e.g. keep the current one: :meth:`rotation`).
+        """
         m, d = self.model, self.data
-        rot_des = self.desired_rotation(side, target)
+        rot_des = self.desired_rotation(side, target) if rotation is None else rotation
         q = np.clip(np.asarray(q0, dtype=np.float64).copy(), self.lo, self.hi)
         sid = self.site[side]
         cols = self.dadr[side]
@@ -143,6 +154,13 @@ class ScriptedFolder:
 
     :param env: the (unwrapped) :class:`GarmentFoldEnv` it controls.
     :param noise: standard deviation (m) of the perception noise on each grasp and place point (x and y).
+    :param command_frame: perceive each hand in the folder's own command frame: the measured pinch point minus the
+        Cartesian displacement that the last *executed* arm targets add to the folder's own last command (forward
+        kinematics of both). Zero when the folder's action ran unchanged; when a residual policy adds a correction
+        (say, the folder's 3 cm perception error), the folder still sees itself arrive at its goal and moves on,
+        instead of holding the hand against the correction at a phase check (1.2-1.5 cm tolerances) forever. Keep it
+        off when labelling states another policy visited (DAgger): there the executed action is not a correction of
+        the folder's.
     """
 
     # Which hands act in each stage and which keypoint each one grasps.
@@ -152,9 +170,10 @@ class ScriptedFolder:
         {"L": "bottom_left", "R": "bottom_right"},
     )
 
-    def __init__(self, env: GarmentFoldEnv, noise: float) -> None:
+    def __init__(self, env: GarmentFoldEnv, noise: float, command_frame: bool = False) -> None:
         self.env = env
         self.noise = float(noise)
+        self.command_frame = bool(command_frame)
         self.ik = ArmIK()
         self.reset(np.random.default_rng(0))
 
@@ -171,6 +190,15 @@ class ScriptedFolder:
         self.grasp_offset: dict[str, np.ndarray] = {}
         self._cache_step = -1
         self._cache_action = np.zeros(61, dtype=np.float32)
+        self._last_cmd: dict[str, np.ndarray] = {}  # arm joint targets (rad) of the last action, per side
+
+    def correction(self, side: str) -> np.ndarray:
+        """Cartesian displacement (3,) of the ``side`` pinch point that the executed arm targets add to the folder's
+        last command (zero before the folder's first command of an episode)."""
+        if side not in self._last_cmd:
+            return np.zeros(3)
+        executed = self.env.arm_ctrl(side)
+        return self.ik.forward(side, executed) - self.ik.forward(side, self._last_cmd[side])
 
     # -- state the folder perceives -------------------------------------------------------------------
     def _grasp_point(self, side: str, keypoint: str) -> np.ndarray:
@@ -206,6 +234,8 @@ class ScriptedFolder:
         grasps = self.STAGE_GRASPS[min(stage, 2)] if stage < 3 else {}
         held = {side: env.held_vertex(side) >= 0 for side in SIDES}
         pinch = {side: env.pinch_position(side) for side in SIDES}
+        if self.command_frame:
+            pinch = {side: pinch[side] - self.correction(side) for side in SIDES}
         goals: dict[str, np.ndarray] = {}
         closure = dict.fromkeys(SIDES, 0.0)
         advance = 0.0
@@ -282,6 +312,7 @@ class ScriptedFolder:
             dist = float(np.linalg.norm(delta))
             cmd = goal if dist <= STEP_LEN else pinch[side] + delta * (STEP_LEN / dist)
             q_arm = self.ik.solve(side, q_now, cmd)
+            self._last_cmd[side] = q_arm
             q_hand = _hand_posture(closure[side])
             action[i * 30 : (i + 1) * 30] = env.normalise_side(np.concatenate([q_arm, q_hand]))
         action[60] = advance

@@ -4,17 +4,20 @@ from sb3_vla.wrappers.adapters import ActionAdapter, IndexActionAdapter, LinearA
 from sb3_vla.wrappers.engine import ACTION_KEY, EMBEDDING_KEY, BaseModelError, BaseQueryEngine
 from sb3_vla.wrappers.observation import VecVLAObservationWrapper, VLAObservationWrapper
 from sb3_vla.wrappers.residual import ResidualActionWrapper, ResidualScaleSchedule, VecResidualActionWrapper
+from sb3_vla.wrappers.residual_map import MAPPED_ACTION_KEY, ResidualMap
 from sb3_vla.wrappers.residual_math import compose_action
 
 __all__ = [
     "ACTION_KEY",
     "EMBEDDING_KEY",
+    "MAPPED_ACTION_KEY",
     "ActionAdapter",
     "BaseModelError",
     "BaseQueryEngine",
     "IndexActionAdapter",
     "LinearActionAdapter",
     "ResidualActionWrapper",
+    "ResidualMap",
     "ResidualScaleSchedule",
     "VLAObservationWrapper",
     "VecResidualActionWrapper",

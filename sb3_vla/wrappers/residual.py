@@ -12,6 +12,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from sb3_vla.wrappers.engine import ACTION_KEY
+from sb3_vla.wrappers.residual_map import MAPPED_ACTION_KEY, ResidualMap, ResidualMapLike, resolve_residual_map
 from sb3_vla.wrappers.residual_math import compose_action
 
 ResidualScale = float | Sequence[float] | np.ndarray | Callable[[int], Any] | Mapping[str, float]
@@ -68,6 +69,7 @@ class _ResidualCore:
         absolute_dims: Sequence[int],
         base_key: str,
         override_dims: Sequence[int] = (),
+        residual_map: ResidualMapLike | None = None,
     ) -> None:
         if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
             raise TypeError(f"residual wrappers need a 1-D Box action space, got {action_space}")
@@ -84,7 +86,16 @@ class _ResidualCore:
                 f"action space has shape {action_space.shape}; the base action must be mapped into the env's "
                 "action space (action_adapter)"
             )
+        self.residual_map: ResidualMap | None = resolve_residual_map(residual_map)
         self.dim = int(action_space.shape[0])
+        if self.residual_map is not None:
+            self.residual_map.check(action_space)
+            if len(absolute_dims) or len(override_dims):
+                raise ValueError(
+                    "absolute_dims / override_dims index the env's action dims, but with a residual_map the residual "
+                    f"has its own {self.residual_map.dim} dims; leave them empty (the map composes every dim)"
+                )
+            self.dim = int(self.residual_map.dim)
         self.low = action_space.low.astype(np.float64)
         self.high = action_space.high.astype(np.float64)
         self.absolute_dims = np.asarray(list(absolute_dims), dtype=np.int64)
@@ -124,12 +135,43 @@ class _ResidualCore:
             raise ValueError(f"residual action has shape {residual.shape}; expected last dim {self.dim}")
         if not np.all(np.isfinite(residual)):
             raise ValueError(f"residual action contains NaN/inf: {residual}")
+        if self.residual_map is not None:
+            delta = np.clip(residual.astype(np.float64), -1.0, 1.0) * self.residual_scale
+            base2 = np.asarray(base, dtype=np.float64).reshape(-1, self.low.shape[0])
+            out = np.asarray(self.residual_map(base2, delta.reshape(base2.shape[0], self.dim)), dtype=np.float64)
+            if out.shape != base2.shape or not np.all(np.isfinite(out)):
+                raise ValueError(
+                    f"{type(self.residual_map).__name__} returned {out.shape} actions with NaN/inf or of the wrong "
+                    f"shape (expected {base2.shape}, finite)"
+                )
+            return np.clip(out, self.low, self.high).astype(np.float32).reshape(np.shape(base))
         return compose_action(base, residual, self.residual_scale, self.low, self.high, self.absolute_dims)
 
     def agent_space(self, observation_space: spaces.Dict, keep_base_in_obs: bool) -> spaces.Dict:
-        if keep_base_in_obs:
-            return observation_space
-        return spaces.Dict({k: s for k, s in observation_space.spaces.items() if k != self.base_key})
+        items = dict(observation_space.spaces)
+        if self.mapped_space is not None:
+            if MAPPED_ACTION_KEY in items:
+                raise ValueError(f"the observation already has a key {MAPPED_ACTION_KEY!r}; the residual map adds it")
+            items[MAPPED_ACTION_KEY] = self.mapped_space
+        if not keep_base_in_obs:
+            items.pop(self.base_key)
+        return spaces.Dict(items)
+
+    @property
+    def mapped_space(self) -> spaces.Box | None:
+        return None if self.residual_map is None else self.residual_map.observation_space
+
+    def agent_obs(self, obs: dict[str, np.ndarray], keep_base_in_obs: bool) -> dict[str, np.ndarray]:
+        """The agent's view of a (single or batched) observation: the mapped base action added, the base dropped."""
+        out = dict(obs)
+        if self.mapped_space is not None:
+            assert self.residual_map is not None
+            base = np.asarray(obs[self.base_key], dtype=np.float64)
+            mapped = self.residual_map.observe(base.reshape(-1, base.shape[-1]))
+            out[MAPPED_ACTION_KEY] = mapped.reshape(*base.shape[:-1], *self.mapped_space.shape).astype(np.float32)
+        if not keep_base_in_obs:
+            out.pop(self.base_key, None)
+        return out
 
 
 class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -148,6 +190,9 @@ class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     :param override_dims: action dims with full authority around the base (scale = action range).
     :param base_key: observation key of the base action.
     :param keep_base_in_obs: whether the agent sees ``vla_action``.
+    :param residual_map: compose in another space (:class:`~sb3_vla.wrappers.residual_map.ResidualMap` or
+        ``"package.module:Name"``): the residual then has the map's size and ``residual_scale`` is in its units, e.g.
+        ``"sb3_vla.envs.garment_fold:PinchResidualMap"`` (pinch-point offsets in metres on GarmentFold's joints).
 
     Example::
 
@@ -165,6 +210,7 @@ class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         base_key: str = ACTION_KEY,
         keep_base_in_obs: bool = True,
         override_dims: Sequence[int] = (),
+        residual_map: ResidualMapLike | None = None,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self,
@@ -173,16 +219,23 @@ class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             override_dims=list(override_dims),
             base_key=base_key,
             keep_base_in_obs=keep_base_in_obs,
+            residual_map=residual_map,
         )
         gym.Wrapper.__init__(self, env)
         self.core = _ResidualCore(
-            env.observation_space, env.action_space, residual_scale, absolute_dims, base_key, override_dims
+            env.observation_space,
+            env.action_space,
+            residual_scale,
+            absolute_dims,
+            base_key,
+            override_dims,
+            residual_map,
         )
         assert isinstance(env.observation_space, spaces.Dict)
         self.observation_space = self.core.agent_space(env.observation_space, keep_base_in_obs)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(self.core.dim,), dtype=np.float32)
         self.keep_base_in_obs = keep_base_in_obs
-        self._base_action = np.zeros(self.core.dim, dtype=np.float32)
+        self._base_action = np.zeros(self.core.low.shape[0], dtype=np.float32)
 
     @property
     def residual_scale(self) -> np.ndarray:
@@ -191,9 +244,7 @@ class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def _agent_obs(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._base_action = np.asarray(obs[self.core.base_key], dtype=np.float32).copy()
-        if self.keep_base_in_obs:
-            return obs
-        return {k: v for k, v in obs.items() if k != self.core.base_key}
+        return self.core.agent_obs(obs, self.keep_base_in_obs)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
@@ -226,9 +277,16 @@ class VecResidualActionWrapper(VecEnvWrapper):
         base_key: str = ACTION_KEY,
         keep_base_in_obs: bool = True,
         override_dims: Sequence[int] = (),
+        residual_map: ResidualMapLike | None = None,
     ) -> None:
         self.core = _ResidualCore(
-            venv.observation_space, venv.action_space, residual_scale, absolute_dims, base_key, override_dims
+            venv.observation_space,
+            venv.action_space,
+            residual_scale,
+            absolute_dims,
+            base_key,
+            override_dims,
+            residual_map,
         )
         assert isinstance(venv.observation_space, spaces.Dict)
         super().__init__(
@@ -237,7 +295,7 @@ class VecResidualActionWrapper(VecEnvWrapper):
             action_space=spaces.Box(-1.0, 1.0, shape=(self.core.dim,), dtype=np.float32),
         )
         self.keep_base_in_obs = keep_base_in_obs
-        self._base_actions = np.zeros((self.num_envs, self.core.dim), dtype=np.float32)
+        self._base_actions = np.zeros((self.num_envs, self.core.low.shape[0]), dtype=np.float32)
         self._last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
@@ -248,9 +306,7 @@ class VecResidualActionWrapper(VecEnvWrapper):
     def _agent_obs(self, obs: VecEnvObs) -> VecEnvObs:
         assert isinstance(obs, dict)
         self._base_actions = np.asarray(obs[self.core.base_key], dtype=np.float32).copy()
-        if self.keep_base_in_obs:
-            return obs
-        return {k: v for k, v in obs.items() if k != self.core.base_key}
+        return self.core.agent_obs(obs, self.keep_base_in_obs)
 
     def reset(self) -> VecEnvObs:
         obs = self.venv.reset()
@@ -273,7 +329,7 @@ class VecResidualActionWrapper(VecEnvWrapper):
             info["residual"] = residual[i]
             info["executed_action"] = executed[i]
             term = info.get("terminal_observation")
-            if not self.keep_base_in_obs and isinstance(term, dict) and self.core.base_key in term:
-                # the policy's observation space has no base key: PPO's truncation bootstrap would raise KeyError
-                info["terminal_observation"] = {k: v for k, v in term.items() if k != self.core.base_key}
+            if isinstance(term, dict) and self.core.base_key in term:
+                # the policy's observation space: PPO's truncation bootstrap would raise KeyError on a missing key
+                info["terminal_observation"] = self.core.agent_obs(term, self.keep_base_in_obs)
         return self._agent_obs(obs), rewards, dones, infos

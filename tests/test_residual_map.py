@@ -1,0 +1,160 @@
+"""Residuals composed in another space: the generic ResidualMap plumbing and GarmentFold's pinch-point map, and the
+scripted folder's command frame that lets such corrections through."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+pytest.importorskip("mujoco")
+
+import sb3_vla  # noqa: F401  (registers the env ids)
+from sb3_vla import make_residual_vec_env
+from sb3_vla.envs.garment_fold import PINCH_RESIDUAL_SCALE, GarmentFoldEnv, PinchResidualMap
+from sb3_vla.envs.garment_fold.scripted import APPROACH, CARRY, CLOSE, DESCEND
+from sb3_vla.wrappers import MAPPED_ACTION_KEY, ResidualActionWrapper, ResidualMap, VLAObservationWrapper
+
+
+@pytest.fixture(scope="module")
+def pinch_map() -> PinchResidualMap:
+    return PinchResidualMap()
+
+
+def _base_action(seed: int = 0) -> np.ndarray:
+    env = GarmentFoldEnv(pcd_points=0)
+    env.reset(seed=seed)
+    for _ in range(5):  # away from the home pose
+        env.step(env.scripted_action())
+    return env.scripted_action().astype(np.float64)[None]
+
+
+def test_zero_delta_is_the_base_action(pinch_map: PinchResidualMap) -> None:
+    base = _base_action()
+    np.testing.assert_array_equal(pinch_map(base, np.zeros((1, 7))), base)
+
+
+def test_pinch_offset_moves_that_pinch_point_only(pinch_map: PinchResidualMap) -> None:
+    base = _base_action()
+    delta = np.array([[0.03, -0.02, 0.01, 0.0, 0.0, 0.0, 0.4]])
+    out = pinch_map(base, delta)
+    before, after = pinch_map.observe(base)[0], pinch_map.observe(out)[0]
+    np.testing.assert_allclose(after[:3] - before[:3], delta[0, :3], atol=2e-3)  # IK to ~mm
+    np.testing.assert_allclose(after[3:6], before[3:6], atol=1e-9)  # right arm untouched
+    np.testing.assert_array_equal(out[0, 6:30], base[0, 6:30])  # hand joints are the base's
+    np.testing.assert_array_equal(out[0, 30:60], base[0, 30:60])
+    assert out[0, 60] == pytest.approx(base[0, 60] + 0.4)
+    # the hand keeps its orientation
+    ik, lo, hi = pinch_map.ik, pinch_map._lo, pinch_map._hi
+    q0 = lo + 0.5 * (base[0, :6] + 1.0) * (hi - lo)
+    q1 = lo + 0.5 * (out[0, :6] + 1.0) * (hi - lo)
+    np.testing.assert_allclose(ik.rotation("L", q1), ik.rotation("L", q0), atol=0.03)
+
+
+def test_wrapper_composes_through_the_map_and_shows_the_mapped_base(pinch_map: PinchResidualMap) -> None:
+    env = ResidualActionWrapper(
+        VLAObservationWrapper(GarmentFoldEnv(pcd_points=0), base="scripted"),
+        residual_scale=PINCH_RESIDUAL_SCALE,
+        residual_map="sb3_vla.envs.garment_fold:PinchResidualMap",
+    )
+    assert env.action_space.shape == (7,)
+    assert env.observation_space[MAPPED_ACTION_KEY].shape == (7,)
+    obs, _ = env.reset(seed=3)
+    assert env.observation_space.contains(obs)
+    np.testing.assert_allclose(obs[MAPPED_ACTION_KEY], pinch_map.observe(obs["vla_action"][None])[0], atol=1e-6)
+    residual = np.array([1.0, -0.5, 0.0, 0.0, 0.0, 2.0, 0.0], dtype=np.float32)  # 2.0 is clipped to 1
+    _, _, _, _, info = env.step(residual)
+    scale = np.asarray(PINCH_RESIDUAL_SCALE)
+    expected = pinch_map(info["base_action"][None].astype(np.float64), (np.clip(residual, -1, 1) * scale)[None])
+    np.testing.assert_allclose(info["executed_action"], np.clip(expected[0], env.env.action_space.low, 1.0), atol=1e-6)
+    moved = pinch_map.observe(info["executed_action"][None])[0] - pinch_map.observe(info["base_action"][None])[0]
+    np.testing.assert_allclose(moved[:6], [0.05, -0.025, 0.0, 0.0, 0.0, 0.05], atol=3e-3)
+
+
+def test_vec_wrapper_with_map_hides_base_and_keeps_terminal_obs_consistent() -> None:
+    venv = make_residual_vec_env(
+        "GarmentFold-v0",
+        base="scripted",
+        n_envs=2,
+        residual_scale=PINCH_RESIDUAL_SCALE,
+        residual_map=PinchResidualMap(),
+        env_kwargs=dict(pcd_points=0, max_episode_steps=3),
+        keep_base_in_obs=False,
+        seed=0,
+    )
+    keys = set(venv.observation_space.spaces)
+    assert MAPPED_ACTION_KEY in keys and "vla_action" not in keys and venv.action_space.shape == (7,)
+    venv.reset()
+    for _ in range(3):
+        obs, _, dones, infos = venv.step(np.zeros((2, 7), np.float32))
+    assert dones.all() and set(infos[0]["terminal_observation"]) == keys and set(obs) == keys
+    venv.close()
+
+
+def test_bad_maps_fail_clearly() -> None:
+    class SevenToThree(ResidualMap):
+        dim, action_shape = 2, (3,)
+
+        def __call__(self, base: np.ndarray, delta: np.ndarray) -> np.ndarray:
+            return base
+
+    env = VLAObservationWrapper(gym.make("Pendulum-v1"), base="zero")
+    with pytest.raises(ValueError, match=r"actions of shape \(3,\).*shape \(1,\)"):
+        ResidualActionWrapper(env, residual_map=SevenToThree())
+    with pytest.raises(ValueError, match="cannot import"):
+        ResidualActionWrapper(env, residual_map="sb3_vla.nowhere:Map")
+    with pytest.raises(TypeError, match="ResidualMap"):
+        ResidualActionWrapper(env, residual_map="numpy:ones")
+    garment = VLAObservationWrapper(GarmentFoldEnv(pcd_points=0), base="scripted")
+    with pytest.raises(ValueError, match="absolute_dims / override_dims"):
+        ResidualActionWrapper(garment, residual_map=PinchResidualMap(), override_dims=[60])
+
+
+def _oracle(env: GarmentFoldEnv) -> np.ndarray:
+    """The pinch offsets that cancel the folder's perception error of the left sleeve tip (stage 0)."""
+    f = env.folder
+    delta = np.zeros((1, 7))
+    if f.phase in (APPROACH, DESCEND, CLOSE):
+        delta[0, :2] = -f.grasp_offset["L"]
+    return delta
+
+
+@pytest.mark.parametrize("command_frame", [True, False])
+def test_command_frame_lets_a_correction_through(command_frame: bool, pinch_map: PinchResidualMap) -> None:
+    """Seed 1002: the folder's grasp point is 1.3 cm off and its place point 5 cm off. A residual that puts the hand
+    on the true sleeve tip stalls the folder when it judges arrival by the measured hand (it waits to be within
+    1.2 cm of its wrong point forever); in its command frame it grasps and carries."""
+    env = GarmentFoldEnv(pcd_points=0, scripted_noise=0.03, scripted_command_frame=command_frame)
+    env.reset(seed=1002)
+    carried = False
+    for _ in range(30):
+        action = pinch_map(env.scripted_action().astype(np.float64)[None], _oracle(env))[0]
+        env.step(action)
+        carried |= env.folder.phase == CARRY and env.held_vertex("L") >= 0
+    tip = env.keypoint_position("left_sleeve_tip")
+    if command_frame:
+        assert carried
+    else:
+        assert not carried
+        assert env.folder.phase == DESCEND and env.held_vertex("L") < 0
+        assert np.linalg.norm(env.pinch_position("L")[:2] - tip[:2]) < 0.01  # on target, and stuck
+
+
+def test_command_frame_changes_nothing_without_a_correction() -> None:
+    envs = [GarmentFoldEnv(pcd_points=0, scripted_command_frame=cf) for cf in (True, False)]
+    for e in envs:
+        e.reset(seed=7)
+    for _ in range(40):
+        actions = [e.scripted_action() for e in envs]
+        np.testing.assert_allclose(actions[0], actions[1], atol=1e-5)
+        for e, a in zip(envs, actions):
+            e.step(a)
+
+
+def test_map_space_is_a_box() -> None:
+    assert isinstance(PinchResidualMap.observation_space, spaces.Box)
