@@ -65,6 +65,7 @@ PENDULUM_BIAS = 2.0
 #: GarmentFold's joint-space residual scale (used with ``--residual-map none``)
 GARMENT_JOINT_RESIDUAL_SCALE = (0.005,) * 60 + (0.3,)
 GARMENT_PINCH_MAP = "sb3_vla.envs.garment_fold:PinchResidualMap"
+PINCH_RESIDUAL_SCALE = (0.05, 0.05, 0.01, 0.05, 0.05, 0.01, 0.3)  # = sb3_vla.envs.garment_fold.PINCH_RESIDUAL_SCALE
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -128,6 +129,7 @@ class EnvSetup:
     residual_map: str | None = None  # compose the residual in another space (ResidualMap spec), None: action space
     absolute_dims: tuple[int, ...] = ()
     override_dims: tuple[int, ...] = ()  # full-authority residual dims that start from the base (e.g. a mode switch)
+    actor_warmup: int = 0  # residual arms: env steps before the actor trains (critic burn-in, ActorWarmupCallback)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     emb_env_kwargs: dict[str, Any] = field(default_factory=dict)
     ignore_keys: tuple[str, ...] = ()  # raw keys no arm's policy reads (e.g. the VLA's camera image)
@@ -167,11 +169,11 @@ def env_setup(env_id: str) -> EnvSetup:
                 else "not applicable: the scripted folder gives no embedding and the small VLA's weights "
                 "(sb3_vla/assets/garment_fold_vla.pt) were missing when this ran"
             ),
-            # the residual moves the base's commanded pinch points (+-5 cm; IK onto the arm joints) and offsets the
-            # stage-advance signal (+-0.3; base 0 or 1, threshold 0.5: the base's requests always win). The folder's
-            # errors are Cartesian (3 cm perception noise); the joint-space residual used before (--residual-map
-            # none --residual-scale 0.005*60,0.3) could not express them: see RESULTS.md
-            residual_scale=(0.05,) * 6 + (0.3,),
+            # the residual moves the base's commanded pinch points (+-5 cm in x, y, +-1 cm in z; IK onto the arm
+            # joints) and offsets the stage-advance signal (+-0.3; base 0 or 1, threshold 0.5: the base's requests
+            # always win). The folder's errors are Cartesian (3 cm perception noise in x, y); the joint-space residual
+            # used before (--residual-map none --residual-scale 0.005*60,0.3) could not express them: see RESULTS.md
+            residual_scale=PINCH_RESIDUAL_SCALE,
             residual_map=GARMENT_PINCH_MAP,
             emb_env_kwargs=dict(rgb_obs=True, image_size=128),
             # the policy reads the 24 keypoint coordinates, not the 256-point cloud: a PointNet SAC update costs
@@ -386,13 +388,18 @@ def run_pair(
         return
     env = _make_env(setup, arm, n_envs, seed, vec_env_cls)
     model = _make_model(setup, arm, algo, env, seed)
+    callback = None
+    if setup.actor_warmup > 0 and arm != "scratch":
+        from sb3_vla.callbacks import ActorWarmupCallback
+
+        callback = ActorWarmupCallback(setup.actor_warmup)
 
     def act(obs: Any) -> np.ndarray:
         return model.predict(obs, deterministic=True)[0]
 
     for i, step in enumerate(grid):
         if step > 0:
-            model.learn(step - grid[i - 1], reset_num_timesteps=False)
+            model.learn(step - grid[i - 1], reset_num_timesteps=False, callback=callback)
         value = evaluate(act, eval_env, eval_episodes, setup.metric, eval_seed)
         row = dict(arm=arm, seed=seed, step=int(model.num_timesteps), metric=round(value, 3), episodes=eval_episodes)
         _append(csv_path, {**row, "wall_s": round(time.perf_counter() - t0, 1)})
@@ -409,6 +416,7 @@ def make_setup(
     hyperparams: Sequence[str] = (),
     residual_map: str | None = None,
     residual_scale: str | None = None,
+    actor_warmup: int | None = None,
 ) -> EnvSetup:
     """:func:`env_setup` with the CLI's overrides (rebuilt in each worker: a setup holds unpicklable factories)."""
     setup = env_setup(env_id)
@@ -418,6 +426,8 @@ def make_setup(
         setup.residual_map = None if residual_map.lower() == "none" else residual_map
     if residual_scale is not None:
         setup.residual_scale = parse_scale(residual_scale)
+    if actor_warmup is not None:
+        setup.actor_warmup = int(actor_warmup)
     apply_overrides(setup, algo, env_kwargs, hyperparams)
     return setup
 
@@ -580,6 +590,7 @@ def table(
         + (f" --hyperparams {' '.join(args.hyperparams)}" if args.hyperparams else "")
         + (f" --residual-map {args.residual_map}" if args.residual_map else "")
         + (f" --residual-scale {args.residual_scale}" if args.residual_scale else "")
+        + (f" --actor-warmup {args.actor_warmup}" if args.actor_warmup is not None else "")
         + (f" --tag {args.tag}" if args.tag else "")
         + "`",
         f"(curves: `{_rel(args.csv)}`, plot: `{_rel(args.png)}`).",
@@ -589,7 +600,13 @@ def table(
         "identical; later ones follow the same seeded stream, exactly identical only where the env draws no "
         "randomness while stepping, e.g. Pendulum). "
         f"Base: `{_base_name(setup.base)}`; residual scale {_scale_note(setup.residual_scale)}"
-        f"{_dims_note(setup)}. "
+        f"{_dims_note(setup)}"
+        + (
+            f"; residual arms freeze the actor for the first {setup.actor_warmup} env steps (critic burn-in)"
+            if setup.actor_warmup
+            else ""
+        )
+        + ". "
         f"Embedding arms: {setup.emb_note}. Target for 'steps to base + margin': base + {setup.margin:g} {unit}. "
         "Final = the last evaluation of each seed; IQM and 95% percentile-bootstrap CI over seeds "
         "(with 2-3 seeds the IQM is the mean and the CI is rough). Gain, steps to target and dips are paired per "
@@ -761,6 +778,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="residual scale override: a float or comma-separated per-dim values, 'v*n' repeats v n times "
         "(e.g. '0.005*60,0.3')",
     )
+    p.add_argument(
+        "--actor-warmup",
+        type=int,
+        default=None,
+        help="residual arms: env steps before the actor trains (critic burn-in; default: the env's setting)",
+    )
     p.add_argument("--tag", default="", help="suffix of the CSV, plot and RESULTS.md section names (a variant)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--results-md", type=Path, default=None, help="RESULTS.md to write (default benchmarks/)")
@@ -789,6 +812,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         hyperparams=args.hyperparams,
         residual_map=args.residual_map,
         residual_scale=args.residual_scale,
+        actor_warmup=args.actor_warmup,
     )
     setup = make_setup(args.env, args.algo, **overrides)
     not_applicable = {}

@@ -132,3 +132,40 @@ def test_garment_fold_headline_command(tmp_path):
     spaces = model.observation_space.spaces
     assert {"vla_action", "vla_embedding", "garment_pcd", "joint_pos", "stage"} <= set(spaces)
     assert spaces["vla_embedding"].shape == (256,) and "rgb" not in spaces  # the camera feeds the base only
+
+
+def test_garment_fold_pinch_point_residual_from_the_command_line(tmp_path):
+    """The scripted folder with a residual in pinch-point space, set entirely from -params."""
+    out = _run(
+        "--algo",
+        "sac",
+        "--env",
+        "GarmentFold-v0",
+        "--base",
+        "scripted",
+        "-n",
+        "64",
+        "--log-folder",
+        str(tmp_path),
+        "--eval-freq",
+        "0",
+        "-params",
+        "n_envs:1",
+        "env_kwargs:{rgb_obs: false, pcd_points: 0}",
+        "learning_starts:32",
+        "batch_size:16",
+        "buffer_size:500",
+        "policy_kwargs:dict(net_arch=[32])",
+        "residual_map:sb3_vla.envs.garment_fold:PinchResidualMap",
+        "residual_scale:[0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.3]",
+        "drop_keys:[]",
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    run = tmp_path / "sac" / "GarmentFold-v0_1"
+    config = yaml.safe_load((run / "GarmentFold-v0" / "config.yml").read_text())
+    residual = config["env_wrapper"][1]["sb3_vla.wrappers.ResidualActionWrapper"]
+    assert residual["residual_map"] == "sb3_vla.envs.garment_fold:PinchResidualMap"
+    model = SAC.load(run / "GarmentFold-v0.zip")
+    assert model.action_space.shape == (7,)
+    assert model.observation_space.spaces["vla_action_mapped"].shape == (7,)
+    assert model.observation_space.spaces["pinch_pos"].shape == (6,)
