@@ -12,7 +12,13 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from sb3_vla.wrappers.engine import ACTION_KEY
-from sb3_vla.wrappers.residual_map import MAPPED_ACTION_KEY, ResidualMap, ResidualMapLike, resolve_residual_map
+from sb3_vla.wrappers.residual_map import (
+    MAPPED_ACTION_KEY,
+    ResidualMap,
+    ResidualMapLike,
+    compose_mapped,
+    resolve_residual_map,
+)
 from sb3_vla.wrappers.residual_math import compose_action
 
 ResidualScale = float | Sequence[float] | np.ndarray | Callable[[int], Any] | Mapping[str, float]
@@ -136,15 +142,7 @@ class _ResidualCore:
         if not np.all(np.isfinite(residual)):
             raise ValueError(f"residual action contains NaN/inf: {residual}")
         if self.residual_map is not None:
-            delta = np.clip(residual.astype(np.float64), -1.0, 1.0) * self.residual_scale
-            base2 = np.asarray(base, dtype=np.float64).reshape(-1, self.low.shape[0])
-            out = np.asarray(self.residual_map(base2, delta.reshape(base2.shape[0], self.dim)), dtype=np.float64)
-            if out.shape != base2.shape or not np.all(np.isfinite(out)):
-                raise ValueError(
-                    f"{type(self.residual_map).__name__} returned {out.shape} actions with NaN/inf or of the wrong "
-                    f"shape (expected {base2.shape}, finite)"
-                )
-            return np.clip(out, self.low, self.high).astype(np.float32).reshape(np.shape(base))
+            return compose_mapped(self.residual_map, base, residual, self.residual_scale, self.low, self.high)
         return compose_action(base, residual, self.residual_scale, self.low, self.high, self.absolute_dims)
 
     def agent_space(self, observation_space: spaces.Dict, keep_base_in_obs: bool) -> spaces.Dict:

@@ -65,6 +65,27 @@ class ResidualMap:
 ResidualMapLike = ResidualMap | str
 
 
+def compose_mapped(
+    residual_map: ResidualMap,
+    base_action: np.ndarray,
+    residual: np.ndarray,
+    residual_scale: float | np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+) -> np.ndarray:
+    """``clip(residual_map(base, residual_scale * clip(residual, -1, 1)), low, high)`` for ``(A,)`` or ``(B, A)``
+    base actions and ``(R,)`` or ``(B, R)`` residuals; float32, the shape of ``base_action``."""
+    base2 = np.asarray(base_action, dtype=np.float64).reshape(-1, np.shape(low)[0])
+    delta = np.clip(np.asarray(residual, dtype=np.float64), -1.0, 1.0) * np.asarray(residual_scale, dtype=np.float64)
+    out = np.asarray(residual_map(base2, delta.reshape(base2.shape[0], residual_map.dim)), dtype=np.float64)
+    if out.shape != base2.shape or not np.all(np.isfinite(out)):
+        raise ValueError(
+            f"{type(residual_map).__name__} returned {out.shape} actions with NaN/inf or of the wrong shape "
+            f"(expected {base2.shape}, finite)"
+        )
+    return np.clip(out, low, high).astype(np.float32).reshape(np.shape(base_action))
+
+
 def resolve_residual_map(residual_map: ResidualMapLike | None) -> ResidualMap | None:
     """Accept a :class:`ResidualMap`, or a ``package.module:Name`` string (YAML) naming a class or an instance."""
     if residual_map is None or isinstance(residual_map, ResidualMap):

@@ -20,6 +20,7 @@ from gymnasium import spaces
 
 from sb3_vla.vla.backends._common import batch_size, existing_path, resolve_device
 from sb3_vla.vla.base import BaseModel, VLABatch
+from sb3_vla.wrappers.residual_map import MAPPED_ACTION_KEY, ResidualMap, compose_mapped, resolve_residual_map
 from sb3_vla.wrappers.residual_math import compose_action
 
 ACTION_KEY = "vla_action"
@@ -129,6 +130,8 @@ class SB3PolicyBase(BaseModel):
     :param observation_space: the env's observation space (checked against the policy's when given).
     :param device: ``"auto"``, ``"cpu"``, ``"cuda"`` ...
     :param inner_base_kwargs: keyword arguments for building ``inner_base`` from a spec string.
+    :param residual_map: the :class:`~sb3_vla.wrappers.residual_map.ResidualMap` (or ``"package.module:Name"``) the
+        residual policy was trained through, e.g. ``sb3_vla.envs.garment_fold:PinchResidualMap``.
 
     Example::
 
@@ -152,6 +155,7 @@ class SB3PolicyBase(BaseModel):
         observation_space: spaces.Space | None = None,
         device: str | th.device = "auto",
         inner_base_kwargs: dict[str, Any] | None = None,
+        residual_map: ResidualMap | str | None = None,
     ) -> None:
         p = existing_path(path)
         if p is None and not str(path).endswith(".zip"):
@@ -164,7 +168,8 @@ class SB3PolicyBase(BaseModel):
         self.deterministic = bool(deterministic)
         self.policy_obs_space: spaces.Space = self.policy.observation_space
         keys = tuple(self.policy_obs_space.spaces) if isinstance(self.policy_obs_space, spaces.Dict) else ("obs",)
-        residual_keys = [k for k in keys if k in (ACTION_KEY, EMBEDDING_KEY)]
+        residual_keys = [k for k in keys if k in (ACTION_KEY, EMBEDDING_KEY, MAPPED_ACTION_KEY)]
+        self.residual_map = resolve_residual_map(residual_map)
 
         if vec_normalize == "auto":
             found = _find_vec_normalize(p)
@@ -204,13 +209,22 @@ class SB3PolicyBase(BaseModel):
                 raise ValueError("residual replay needs residual_scale (the value used when training the policy)")
             if action_space is None:
                 raise ValueError("residual replay needs the env's action_space (the bounds of the composed action)")
+            residual_shape = action_space.shape if self.residual_map is None else (self.residual_map.dim,)
             if not (
-                isinstance(self.policy.action_space, spaces.Box)
-                and self.policy.action_space.shape == action_space.shape
+                isinstance(self.policy.action_space, spaces.Box) and self.policy.action_space.shape == residual_shape
             ):
-                raise ValueError(
-                    f"sb3:{p}: the residual policy acts in {self.policy.action_space}, the env in {action_space}"
+                hint = (
+                    "; was it trained through a residual_map? pass residual_map=<the map>"
+                    if self.residual_map is None
+                    else f" but {type(self.residual_map).__name__} takes {residual_shape}"
                 )
+                raise ValueError(
+                    f"sb3:{p}: the residual policy acts in {self.policy.action_space}, the env in {action_space}{hint}"
+                )
+            if self.residual_map is not None:
+                self.residual_map.check(action_space)
+                if len(absolute_dims):
+                    raise ValueError("absolute_dims cannot be combined with a residual_map")
             if action_adapter is not None:
                 from sb3_vla.wrappers.adapters import resolve_adapter
 
@@ -230,7 +244,7 @@ class SB3PolicyBase(BaseModel):
             raise ValueError(f"embedding must be 'inner' or 'none', got {embedding!r}")
         self.use_inner_embedding = embedding == "inner" and self.inner is not None and self.inner.embedding_dim > 0
         self.embedding_dim = self.inner.embedding_dim if self.use_inner_embedding and self.inner else 0
-        own = tuple(k for k in keys if k not in (ACTION_KEY, EMBEDDING_KEY))
+        own = tuple(k for k in keys if k not in (ACTION_KEY, EMBEDDING_KEY, MAPPED_ACTION_KEY))
         inner_keys = self.inner.obs_keys if self.inner is not None else ()
         if self.inner is not None and not inner_keys:
             self.obs_keys = ()  # the inner base reads every key
@@ -267,6 +281,13 @@ class SB3PolicyBase(BaseModel):
             if k == ACTION_KEY:
                 assert inner_action is not None
                 obs[k] = inner_action
+            elif k == MAPPED_ACTION_KEY:
+                if inner_action is None or self.residual_map is None or self.residual_map.observation_space is None:
+                    raise ValueError(
+                        f"{self.name}: the policy reads {MAPPED_ACTION_KEY!r}; pass inner_base and the residual_map "
+                        "it was trained through"
+                    )
+                obs[k] = self.residual_map.observe(np.asarray(inner_action, dtype=np.float64)).astype(np.float32)
             elif k == EMBEDDING_KEY:
                 if inner_emb is None:
                     raise ValueError(f"{self.name}: the policy reads {EMBEDDING_KEY!r} but the inner base gives none")
@@ -302,6 +323,16 @@ class SB3PolicyBase(BaseModel):
         if self.inner is None:
             return action, None
         assert inner_action is not None
+        if self.residual_map is not None:
+            composed = compose_mapped(
+                self.residual_map,
+                inner_action,
+                action,
+                self.residual_scale,
+                self.action_space.low,
+                self.action_space.high,
+            )
+            return composed, (np.asarray(inner_emb, dtype=np.float32) if self.use_inner_embedding else None)
         composed = compose_action(
             inner_action, action, self.residual_scale, self.action_space.low, self.action_space.high, self.absolute_dims
         )
