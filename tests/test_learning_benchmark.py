@@ -69,6 +69,7 @@ def test_residual_overrides_and_variant_tag(tmp_path):
     # GarmentFold composes its residual through the pinch-point map by default; 'none' goes back to joint space
     setup = learning.make_setup("GarmentFold-v0", "sac")
     assert setup.residual_map == learning.GARMENT_PINCH_MAP and len(setup.residual_scale) == 7
+    assert setup.actor_warmup == 5000  # critic burn-in for the residual arms
     joint = learning.make_setup("GarmentFold-v0", "sac", residual_map="none", residual_scale="0.005*60,0.3")
     assert joint.residual_map is None and joint.residual_scale == learning.GARMENT_JOINT_RESIDUAL_SCALE
     # a tag names a variant's CSV, plot and RESULTS.md section

@@ -159,6 +159,7 @@ def test_garment_fold_pinch_point_residual_from_the_command_line(tmp_path):
         "residual_map:sb3_vla.envs.garment_fold:PinchResidualMap",
         "residual_scale:[0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.3]",
         "drop_keys:[]",
+        "callback:[sb3_vla.callbacks.VLAStatsCallback, {sb3_vla.callbacks.ActorWarmupCallback: {warmup_steps: 48}}]",
     )
     assert out.returncode == 0, out.stdout + out.stderr
     run = tmp_path / "sac" / "GarmentFold-v0_1"
@@ -169,3 +170,4 @@ def test_garment_fold_pinch_point_residual_from_the_command_line(tmp_path):
     assert model.action_space.shape == (7,)
     assert model.observation_space.spaces["vla_action_mapped"].shape == (7,)
     assert model.observation_space.spaces["pinch_pos"].shape == (6,)
+    assert {"sb3_vla.callbacks.ActorWarmupCallback": {"warmup_steps": 48}} in config["callback"]
