@@ -204,3 +204,20 @@ def test_sb3_base_replays_a_pinch_residual_policy(tmp_path) -> None:
         np.testing.assert_allclose(replayed[0], info["executed_action"], atol=1e-5)
     with pytest.raises(ValueError, match="residual_map"):
         make_base(f"sb3:{path}?inner_base=scripted&residual_scale=0.05", action_space=raw.action_space)
+
+
+def test_headroom_benchmark_one_episode(tmp_path) -> None:
+    from benchmarks import garment_headroom
+
+    results_md = tmp_path / "RESULTS.md"
+    md = garment_headroom.main(["--episodes", "1", "--seed", "1002", "--workers", "1", "--results-md", str(results_md)])
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "/1 |" in line]
+    assert len(rows) == 5
+    outcome = {row.split(" | ")[0][2:]: row.split(" | ")[1] for row in rows}
+    # seed 1002: the oracle correction stalls the folder judging by the measured hand, and goes through in the
+    # command frame (the folder's place point is 5 cm off there)
+    assert outcome["+ oracle pinch-point correction, folder judging by the measured hand"] == "0/1"
+    assert outcome["+ oracle pinch-point correction (PinchResidualMap), command-frame folder"] == "1/1"
+    assert outcome["scripted folder, no residual"] == "0/1"
+    assert outcome["noise-free folder (ceiling)"] == "1/1"
+    assert "<!-- BEGIN garment_headroom -->" in results_md.read_text()
