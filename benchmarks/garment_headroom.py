@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> str:
     lines += [
         "",
         "Reading: the base's failures are its perception error, and a residual can remove them only when (1) it acts "
-        "in Cartesian space (a joint-space residual clipped per joint turns the correction) and (2) the base does not "
+        "in Cartesian space (clipped per joint, a joint-space residual turns the correction and delivers less of it) and "
+        "(2) the base does not "
         "fight it: a closed-loop base that checks arrival against its own (wrong) goal stalls when a residual moves "
         "its hand to the right place. Wall time "
         f"{time.perf_counter() - t0:.0f} s.",
