@@ -136,11 +136,10 @@ def main(argv: list[str] | None = None) -> str:
         lines.append(f"| {title} | {res.count('S')}/{len(res)} | `{res}` |")
     lines += [
         "",
-        "Reading: the base's failures are its perception error, and a residual can remove them only when (1) it acts "
-        "in Cartesian space (clipped per joint, a joint-space residual turns the correction and delivers less of it) and "
-        "(2) the base does not "
-        "fight it: a closed-loop base that checks arrival against its own (wrong) goal stalls when a residual moves "
-        "its hand to the right place. Wall time "
+        "Reading: the base's failures are its perception error, and a residual can remove them only when (1) it "
+        "acts in Cartesian space (clipped per joint, a joint-space residual turns the correction and delivers less of "
+        "it) and (2) the base does not fight it: a closed-loop base that checks arrival against its own (wrong) "
+        "goal stalls when a residual moves its hand to the right place. Wall time "
         f"{time.perf_counter() - t0:.0f} s.",
     ]
     md = "\n".join(lines)
