@@ -197,7 +197,8 @@ def test_pretrain_dagger_round(tiny_run: tuple[Path, Path, dict[str, Any]]) -> N
     files = sorted((work / "dagger").glob("ep_*_r1_*.npz"))
     assert [f.name.rsplit("_", 1)[1] for f in files] == [f"{DAGGER_OFFSET + 1000}.npz", f"{DAGGER_OFFSET + 1001}.npz"]
     # replay each rollout: executing the recorded actions, the folder labels the same states with the same actions
-    e = gym.make("GarmentFold-v0", scripted_noise=0.01, max_episode_steps=8)
+    # as pretrain labels: the folder judges by the measured hands (the executed actions are not its corrections)
+    e = gym.make("GarmentFold-v0", scripted_noise=0.01, scripted_command_frame=False, max_episode_steps=8)
     try:
         n_expert = 0
         for f, seed in zip(files, rnd["rollout_seeds"]):
