@@ -49,6 +49,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchm
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from sb3_vla.wrappers import ACTION_KEY, EMBEDDING_KEY, MAPPED_ACTION_KEY  # noqa: E402 - after the path fix
+
 ARMS = ("base", "scratch", "residual", "residual_emb", "emb_only")
 ARM_TITLES = {
     "base": "base alone (frozen)",
@@ -58,9 +60,6 @@ ARM_TITLES = {
     "emb_only": "residual, vla_* keys only",
 }
 FIELDS = ["arm", "seed", "step", "metric", "episodes", "wall_s"]
-EMBEDDING_KEY = "vla_embedding"
-ACTION_KEY = "vla_action"
-MAPPED_ACTION_KEY = "vla_action_mapped"  # the base action in a residual map's space
 PENDULUM_BIAS = 2.0
 #: GarmentFold's joint-space residual scale (used with ``--residual-map none``)
 GARMENT_JOINT_RESIDUAL_SCALE = (0.005,) * 60 + (0.3,)

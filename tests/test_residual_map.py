@@ -17,7 +17,7 @@ pytest.importorskip("mujoco")
 import sb3_vla  # noqa: F401  (registers the env ids)
 from sb3_vla import make_residual_vec_env
 from sb3_vla.envs.garment_fold import PINCH_RESIDUAL_SCALE, GarmentFoldEnv, PinchResidualMap
-from sb3_vla.envs.garment_fold.scripted import APPROACH, CARRY, CLOSE, DESCEND
+from sb3_vla.envs.garment_fold.scripted import CARRY, DESCEND
 from sb3_vla.vla import VLABatch
 from sb3_vla.wrappers import MAPPED_ACTION_KEY, ResidualActionWrapper, ResidualMap, VLAObservationWrapper
 
@@ -51,7 +51,7 @@ def test_pinch_offset_moves_that_pinch_point_only(pinch_map: PinchResidualMap) -
     np.testing.assert_array_equal(out[0, 30:60], base[0, 30:60])
     assert out[0, 60] == pytest.approx(base[0, 60] + 0.4)
     # the hand keeps its orientation
-    ik, lo, hi = pinch_map.ik, pinch_map._lo, pinch_map._hi
+    ik, lo, hi = pinch_map.ik, pinch_map.ik.lo, pinch_map.ik.hi
     q0 = lo + 0.5 * (base[0, :6] + 1.0) * (hi - lo)
     q1 = lo + 0.5 * (out[0, :6] + 1.0) * (hi - lo)
     np.testing.assert_allclose(ik.rotation("L", q1), ik.rotation("L", q0), atol=0.03)
@@ -117,11 +117,14 @@ def test_bad_maps_fail_clearly() -> None:
 
 
 def _oracle(env: GarmentFoldEnv) -> np.ndarray:
-    """The pinch offsets that cancel the folder's perception error of the left sleeve tip (stage 0)."""
-    f = env.folder
+    """The pinch offsets that cancel the folder's perception error (the headroom benchmark's oracle)."""
+    from benchmarks.garment_headroom import oracle_offsets
+
     delta = np.zeros((1, 7))
-    if f.phase in (APPROACH, DESCEND, CLOSE):
-        delta[0, :2] = -f.grasp_offset["L"]
+    offsets = oracle_offsets(env)
+    for i, side in enumerate(("L", "R")):
+        if side in offsets:
+            delta[0, 3 * i : 3 * i + 2] = offsets[side]
     return delta
 
 

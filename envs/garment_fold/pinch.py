@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from sb3_vla.envs.garment_fold.scene import ARM_JOINTS, JOINTS_PER_SIDE, SIDES, joint_range
+from sb3_vla.envs.garment_fold.scene import ARM_JOINTS, JOINTS_PER_SIDE, SIDES
 from sb3_vla.wrappers.residual_map import ResidualMap
 
 #: residual scale of the pinch-point dims (m) and of the stage-advance dim: +-5 cm in x and y (the scripted folder's
@@ -53,12 +53,10 @@ class PinchResidualMap(ResidualMap):
 
         self.ik = ArmIK()
         self.iters = int(iters)
-        self._lo = np.array([joint_range(j)[0] for j in ARM_JOINTS])
-        self._hi = np.array([joint_range(j)[1] for j in ARM_JOINTS])
 
     def _arm_q(self, action: np.ndarray, i: int) -> np.ndarray:
         cols = slice(i * JOINTS_PER_SIDE, i * JOINTS_PER_SIDE + len(ARM_JOINTS))
-        return self._lo + 0.5 * (np.clip(action[cols], -1.0, 1.0) + 1.0) * (self._hi - self._lo)
+        return self.ik.lo + 0.5 * (np.clip(action[cols], -1.0, 1.0) + 1.0) * (self.ik.hi - self.ik.lo)
 
     def observe(self, base: np.ndarray) -> np.ndarray:
         """The pinch points (m) the base's arm targets command, left then right, and its advance signal: ``(B, 7)``."""
@@ -74,7 +72,7 @@ class PinchResidualMap(ResidualMap):
         base = np.asarray(base, dtype=np.float64)
         delta = np.asarray(delta, dtype=np.float64)
         out = base.copy()
-        span = self._hi - self._lo
+        span = self.ik.hi - self.ik.lo
         for b in range(base.shape[0]):
             for i, side in enumerate(SIDES):
                 dp = delta[b, 3 * i : 3 * i + 3]
@@ -84,6 +82,6 @@ class PinchResidualMap(ResidualMap):
                 q = self._arm_q(base[b], i)
                 target = self.ik.forward(side, q) + dp
                 q_new = self.ik.solve(side, q, target, iters=self.iters, rotation=self.ik.rotation(side, q))
-                out[b, cols] = 2.0 * (q_new - self._lo) / span - 1.0
+                out[b, cols] = 2.0 * (q_new - self.ik.lo) / span - 1.0
             out[b, 60] = base[b, 60] + delta[b, 6]
         return out
