@@ -71,7 +71,7 @@ GARMENT_PINCH_MAP = "sb3_vla.envs.garment_fold:PinchResidualMap"
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _pendulum_base(with_embedding: bool, embedding_dim: int = 32) -> Any:
+def _pendulum_base(with_embedding: bool, embedding_dim: int = 32, bias: float = PENDULUM_BIAS) -> Any:
     """Biased swing-up + PD controller for Pendulum-v1 (return about -470..-800) and, optionally, a frozen random
     two-layer tanh MLP of the observation as its embedding ``(B, embedding_dim)``."""
     import gymnasium as gym
@@ -91,11 +91,11 @@ def _pendulum_base(with_embedding: bool, embedding_dim: int = 32) -> Any:
 
         @property
         def name(self) -> str:
-            return f"biased_pendulum(bias={PENDULUM_BIAS}, embedding={self.embedding_dim})"
+            return f"biased_pendulum(bias={bias}, embedding={self.embedding_dim})"
 
         def predict(self, batch: VLABatch) -> tuple[np.ndarray, np.ndarray | None]:
             obs = np.asarray(batch.obs["obs"], dtype=np.float32).reshape(len(batch), 3)
-            action = np.stack([pendulum_controller(o, bias=PENDULUM_BIAS) for o in obs]).astype(np.float32)
+            action = np.stack([pendulum_controller(o, bias=bias) for o in obs]).astype(np.float32)
             if not self.embedding_dim:
                 return action, None
             return action, np.tanh(np.tanh(obs @ self.w1) @ self.w2).astype(np.float32)
@@ -128,6 +128,13 @@ class EnvSetup:
     absolute_dims: tuple[int, ...] = ()
     override_dims: tuple[int, ...] = ()  # full-authority residual dims that start from the base (e.g. a mode switch)
     actor_warmup: int = 0  # residual arms: env steps before the actor trains (critic burn-in, ActorWarmupCallback)
+    # the residual recipe (residual arms; scratch stays plain SAC/PPO, one decision per env step):
+    decision_interval: int = 1  # env steps per agent decision (chunk-level residual, rewards summed)
+    explore_ramp: int = 0  # progressive exploration: env steps over which P(residual applied) rises 0 -> 1 (0: off)
+    warmup_gain: float = 1.0  # factor on SB3's uniform random residuals before learning_starts
+    n_step: int = 1  # n-step returns (ResidualReplayBuffer), in agent decisions
+    query_interval: int = 1  # base queries every this many env steps (chunk re-use)
+    critic_layer_norm: bool = False  # LayerNorm in the residual policy's Q-networks
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     emb_env_kwargs: dict[str, Any] = field(default_factory=dict)
     ignore_keys: tuple[str, ...] = ()  # raw keys no arm's policy reads (e.g. the VLA's camera image)
@@ -177,15 +184,24 @@ def env_setup(env_id: str) -> EnvSetup:
             residual_scale=(0.02, 0.02, 0.005, 0.02, 0.02, 0.005, 0.3),
             actor_warmup=5000,
             residual_map=GARMENT_PINCH_MAP,
+            # the residual recipe (issue #16): one decision per 4 env steps (a 150-step episode is ~38 decisions),
+            # progressive exploration over 10k env steps, warm-up residuals at a tenth of the scale, 3-step returns
+            # over decisions, layer-normed critics; gamma is per decision (0.98 per env step ~ 0.92 per 4)
+            decision_interval=4,
+            explore_ramp=10_000,
+            warmup_gain=0.1,
+            n_step=3,
+            critic_layer_norm=True,
             emb_env_kwargs=dict(rgb_obs=True, image_size=128),
             # the policy reads the 24 keypoint coordinates, not the 256-point cloud: a PointNet SAC update costs
             # ~1 CPU-second here, an MLP one a few ms
             ignore_keys=("rgb", "garment_pcd"),
             sac_kwargs=dict(
-                learning_rate=3e-4, learning_starts=500, batch_size=256, gamma=0.98, tau=0.01, ent_coef="auto_0.01"
+                learning_rate=3e-4, learning_starts=500, batch_size=256, gamma=0.95, tau=0.01, ent_coef="auto_0.01"
             ),
             ppo_kwargs=dict(n_steps=256, batch_size=128, learning_rate=3e-4, gamma=0.98),
-            extractor_kwargs=dict(mlp_net_arch=[64], pointnet_dims=[64, 128], pointnet_output_dim=128),
+            # the zoo default's extractor (flattened vector keys, shared by actor and critic: benchmarks/throughput.py)
+            extractor_kwargs=dict(mlp_net_arch=[]),
         )
     if env_id.startswith("ManiSkill-"):
         return EnvSetup(
@@ -255,6 +271,8 @@ def _make_env(setup: EnvSetup, arm: str, n_envs: int, seed: int, vec_env_cls: st
         setup.env_id,
         base=spec() if callable(spec) else spec,
         n_envs=n_envs,
+        decision_interval=setup.decision_interval,
+        query_interval=setup.query_interval,
         residual_scale=setup.residual_scale,
         absolute_dims=setup.absolute_dims,
         override_dims=setup.override_dims,
@@ -302,9 +320,18 @@ def _make_model(setup: EnvSetup, arm: str, algo: str, env: Any, seed: int) -> An
         features_extractor_kwargs={**setup.extractor_kwargs, "exclude_keys": exclude},
     )
     if algo == "sac":
+        from sb3_vla.buffers import ResidualReplayBuffer
+
         policy_kwargs["net_arch"] = list(setup.net_arch)
         policy: Any = "MultiInputPolicy" if arm == "scratch" else ResidualSACPolicy
-        return SAC(policy, env, seed=seed, verbose=0, policy_kwargs=policy_kwargs, **setup.sac_kwargs)
+        kwargs = dict(setup.sac_kwargs)
+        if arm != "scratch":
+            policy_kwargs["critic_layer_norm"] = setup.critic_layer_norm
+            if setup.extractor_kwargs.get("mlp_net_arch") == []:
+                policy_kwargs["share_features_extractor"] = True
+            kwargs["replay_buffer_class"] = ResidualReplayBuffer
+            kwargs["replay_buffer_kwargs"] = dict(n_steps=setup.n_step, gamma=kwargs.get("gamma", 0.99))
+        return SAC(policy, env, seed=seed, verbose=0, policy_kwargs=policy_kwargs, **kwargs)
     policy_kwargs["net_arch"] = dict(pi=list(setup.net_arch), vf=list(setup.net_arch))
     policy = "MultiInputPolicy" if arm == "scratch" else ResidualActorCriticPolicy
     return PPO(policy, env, seed=seed, verbose=0, policy_kwargs=policy_kwargs, **setup.ppo_kwargs)
@@ -390,24 +417,73 @@ def run_pair(
         return
     env = _make_env(setup, arm, n_envs, seed, vec_env_cls)
     model = _make_model(setup, arm, algo, env, seed)
-    callback = None
-    if setup.actor_warmup > 0 and arm != "scratch":
-        from sb3_vla.callbacks import ActorWarmupCallback
-
-        callback = ActorWarmupCallback(setup.actor_warmup)
+    k = setup.decision_interval if arm != "scratch" else 1  # env steps per agent decision
+    callbacks = _callbacks(setup, arm)
 
     def act(obs: Any) -> np.ndarray:
         return model.predict(obs, deterministic=True)[0]
 
+    ckpt_dir = pair_checkpoint_dir(csv_path, arm, seed)
+    start = resume_pair(model, ckpt_dir, k)
     for i, step in enumerate(grid):
+        if step < start or (step == start and start > 0):
+            continue  # evaluated before the run was stopped (its CSV rows are kept)
         if step > 0:
-            model.learn(step - grid[i - 1], reset_num_timesteps=False, callback=callback)
+            # SB3 counts agent decisions (x n_envs); the grid counts env steps
+            model.learn(max(1, (step - grid[i - 1]) // k), reset_num_timesteps=False, callback=callbacks)
         value = evaluate(act, eval_env, eval_episodes, setup.metric, eval_seed)
-        row = dict(arm=arm, seed=seed, step=int(model.num_timesteps), metric=round(value, 3), episodes=eval_episodes)
+        row = dict(
+            arm=arm, seed=seed, step=k * int(model.num_timesteps), metric=round(value, 3), episodes=eval_episodes
+        )
         _append(csv_path, {**row, "wall_s": round(time.perf_counter() - t0, 1)})
         print(f"[{arm} seed {seed}] step {row['step']}: {setup.metric} {value:.1f}", flush=True)
+        if 0 < step < steps:
+            from sb3_vla.checkpoint import save_checkpoint
+
+            save_checkpoint(model, ckpt_dir, keep=1, extra_meta={"env_steps": row["step"]})
     env.close()
     eval_env.close()
+
+
+def pair_checkpoint_dir(csv_path: Path, arm: str, seed: int) -> Path:
+    """Where an (arm, seed) run keeps its last checkpoint (model, optimisers, replay buffer), beside the CSV."""
+    return csv_path.parent / "checkpoints" / csv_path.stem / f"{arm}_seed{seed}"
+
+
+def checkpoint_step(ckpt_dir: Path) -> int:
+    """Env steps of the pair's last checkpoint, -1 if none."""
+    from sb3_vla.checkpoint import latest_checkpoint, read_meta
+
+    last = latest_checkpoint(ckpt_dir) if ckpt_dir.exists() else None
+    if last is None:
+        return -1
+    return int(read_meta(last).get("env_steps", 0))
+
+
+def resume_pair(model: Any, ckpt_dir: Path, k: int) -> int:
+    """Load the pair's last checkpoint into ``model`` if there is one; return its env steps (0: a fresh start)."""
+    from sb3_vla.checkpoint import latest_checkpoint, load_checkpoint
+
+    last = latest_checkpoint(ckpt_dir) if ckpt_dir.exists() else None
+    if last is None:
+        return 0
+    meta = load_checkpoint(model, last)
+    print(f"resuming {ckpt_dir.name} from {last} ({k * int(meta['num_timesteps'])} env steps)", flush=True)
+    return k * int(meta["num_timesteps"])
+
+
+def _callbacks(setup: EnvSetup, arm: str) -> list[Any]:
+    """The residual arms' training callbacks: critic burn-in and progressive exploration (both count env steps)."""
+    from sb3_vla.callbacks import ActorWarmupCallback, ProgressiveExplorationCallback
+
+    if arm == "scratch":
+        return []
+    out: list[Any] = []
+    if setup.actor_warmup > 0:
+        out.append(ActorWarmupCallback(setup.actor_warmup))
+    if setup.explore_ramp > 0 or setup.warmup_gain < 1.0:
+        out.append(ProgressiveExplorationCallback(setup.explore_ramp, warmup_gain=setup.warmup_gain))
+    return out
 
 
 def make_setup(
@@ -419,9 +495,14 @@ def make_setup(
     residual_map: str | None = None,
     residual_scale: str | None = None,
     actor_warmup: int | None = None,
+    recipe: Sequence[str] = (),
+    base: str | None = None,
 ) -> EnvSetup:
     """:func:`env_setup` with the CLI's overrides (rebuilt in each worker: a setup holds unpicklable factories)."""
     setup = env_setup(env_id)
+    if base is not None:
+        setup.base = _base_override(env_id, base, setup)
+    apply_recipe(setup, recipe)
     if absolute_dims is not None:
         setup.absolute_dims = tuple(int(d) for d in absolute_dims.split(",") if d.strip())
     if residual_map is not None:
@@ -593,6 +674,8 @@ def table(
         + (f" --residual-map {args.residual_map}" if args.residual_map else "")
         + (f" --residual-scale {args.residual_scale}" if args.residual_scale else "")
         + (f" --actor-warmup {args.actor_warmup}" if args.actor_warmup is not None else "")
+        + (f" --base {args.base}" if args.base else "")
+        + (f" --recipe {' '.join(args.recipe)}" if args.recipe else "")
         + (f" --tag {args.tag}" if args.tag else "")
         + "`",
         f"(curves: `{_rel(args.csv)}`, plot: `{_rel(args.png)}`).",
@@ -608,7 +691,7 @@ def table(
             if setup.actor_warmup
             else ""
         )
-        + ". "
+        + f". Residual recipe: {_recipe_note(setup)}. "
         f"Embedding arms: {setup.emb_note}. Target for 'steps to base + margin': base + {setup.margin:g} {unit}. "
         "Final = the last evaluation of each seed; IQM and 95% percentile-bootstrap CI over seeds "
         "(with 2-3 seeds the IQM is the mean and the CI is rough). Gain, steps to target and dips are paired per "
@@ -731,6 +814,23 @@ def _dims_note(setup: EnvSetup) -> str:
     return ", " + ", ".join(notes) if notes else ", residual on every dim"
 
 
+def _recipe_note(setup: EnvSetup) -> str:
+    k = setup.decision_interval
+    parts = [f"one decision per {k} env steps (rewards summed)" if k > 1 else "one decision per env step"]
+    parts.append(
+        f"progressive exploration over {setup.explore_ramp} env steps"
+        if setup.explore_ramp
+        else "no progressive exploration"
+    )
+    if setup.warmup_gain < 1:
+        parts.append(f"warm-up residuals x{setup.warmup_gain:g} before learning_starts")
+    parts.append(f"{setup.n_step}-step returns" if setup.n_step > 1 else "1-step returns")
+    parts.append("layer-normed critic" if setup.critic_layer_norm else "plain critic")
+    if setup.query_interval > 1:
+        parts.append(f"base queried every {setup.query_interval} env steps")
+    return ", ".join(parts)
+
+
 def _base_name(base: Callable[[], Any] | str) -> str:
     return base if isinstance(base, str) else str(base().name)
 
@@ -786,6 +886,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="residual arms: env steps before the actor trains (critic burn-in; default: the env's setting)",
     )
+    p.add_argument(
+        "--recipe",
+        nargs="*",
+        default=[],
+        metavar="KEY:VALUE",
+        help=f"residual recipe overrides ({', '.join(RECIPE_KEYS)}), e.g. decision_interval:1 explore_ramp:0",
+    )
+    p.add_argument(
+        "--base",
+        default=None,
+        help="the action arms' base spec instead of the env's (e.g. small-vla:garment_fold; on Pendulum-v1 "
+        "pendulum-bias:0 for the near-optimal controller)",
+    )
     p.add_argument("--tag", default="", help="suffix of the CSV, plot and RESULTS.md section names (a variant)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--results-md", type=Path, default=None, help="RESULTS.md to write (default benchmarks/)")
@@ -815,6 +928,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         residual_map=args.residual_map,
         residual_scale=args.residual_scale,
         actor_warmup=args.actor_warmup,
+        recipe=args.recipe,
+        base=args.base,
     )
     setup = make_setup(args.env, args.algo, **overrides)
     not_applicable = {}
@@ -837,8 +952,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
                 if done and max(done) >= args.steps:
                     print(f"skipping {arm} seed {seed}: finished in {args.csv}")
                     continue
-                if done:  # a killed run: drop its rows and start the pair again
-                    _drop_rows(args.csv, arm, seed)
+                if done:  # a stopped run: keep its rows up to its last checkpoint, and resume from there
+                    _drop_rows(args.csv, arm, seed, after=checkpoint_step(pair_checkpoint_dir(args.csv, arm, seed)))
                 todo.append(
                     dict(
                         env_id=args.env,
@@ -876,6 +991,40 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     return summary
 
 
+RECIPE_KEYS = (
+    "decision_interval",
+    "explore_ramp",
+    "warmup_gain",
+    "n_step",
+    "critic_layer_norm",
+    "actor_warmup",
+    "query_interval",
+)
+
+
+def _base_override(env_id: str, spec: str, setup: EnvSetup) -> Callable[[], Any] | str:
+    """``--base``: a base spec for the action arms, or ``pendulum-bias:<b>`` (Pendulum's controller with torque bias
+    ``b``; 0 is near-optimal). The shipped SmallVLA on GarmentFold reads the 128 px camera and re-uses 2 steps of
+    each chunk, as in the zoo config."""
+    if spec.startswith("pendulum-bias:"):
+        bias = float(spec.split(":", 1)[1])
+        return lambda: _pendulum_base(False, bias=bias)
+    if env_id == "GarmentFold-v0" and spec.startswith("small-vla:"):
+        setup.env_kwargs = {**setup.env_kwargs, "rgb_obs": True, "image_size": 128}
+        setup.query_interval = 2
+    return spec
+
+
+def apply_recipe(setup: EnvSetup, items: Sequence[str]) -> None:
+    """Apply ``--recipe key:value`` items (keys in :data:`RECIPE_KEYS`, values parsed as YAML) to ``setup``."""
+    from sb3_vla.config import parse_key_values
+
+    for key, value in parse_key_values(list(items)).items():
+        if key not in RECIPE_KEYS:
+            raise ValueError(f"--recipe {key}: unknown; choose from {', '.join(RECIPE_KEYS)}")
+        setattr(setup, key, type(getattr(setup, key))(value))
+
+
 def apply_overrides(setup: EnvSetup, algo: str, env_kwargs: Sequence[str], hyperparams: Sequence[str]) -> None:
     """Apply ``--env-kwargs`` / ``--hyperparams`` (``key:value`` items, values parsed as YAML) to ``setup``."""
     from sb3_vla.config import parse_key_values
@@ -885,9 +1034,12 @@ def apply_overrides(setup: EnvSetup, algo: str, env_kwargs: Sequence[str], hyper
     target.update(parse_key_values(list(hyperparams)))
 
 
-def _drop_rows(path: Path, arm: str, seed: int) -> None:
+def _drop_rows(path: Path, arm: str, seed: int, after: int = -1) -> None:
+    """Drop the CSV rows of ``(arm, seed)`` with a step above ``after`` (-1: all of them)."""
     with open(path) as f:
-        rows = [r for r in csv.DictReader(f) if not (r["arm"] == arm and int(r["seed"]) == seed)]
+        rows = [
+            r for r in csv.DictReader(f) if not (r["arm"] == arm and int(r["seed"]) == seed and int(r["step"]) > after)
+        ]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS)
         w.writeheader()

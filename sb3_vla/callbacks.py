@@ -1,17 +1,38 @@
-"""Training callbacks: residual/base statistics for TensorBoard, and the critic burn-in of residual RL."""
+"""Training callbacks: residual/base statistics for TensorBoard, progressive exploration, and the critic burn-in
+of residual RL."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_wrapper
+
+from sb3_vla.wrappers.exploration import APPLIED_INFO_KEY, RESIDUAL_INFO_KEY
+from sb3_vla.wrappers.residual import VecResidualActionWrapper
+
+
+def decision_interval(env: VecEnv) -> int:
+    """Env steps per agent decision of a training env's residual wrapper (1 without one): SB3's
+    ``num_timesteps`` counts decisions, the callbacks' schedules count env steps."""
+    vec = unwrap_vec_wrapper(env, VecResidualActionWrapper)
+    if vec is not None:
+        return vec.decision_interval
+    try:
+        return int(env.get_attr("decision_interval")[0])
+    except AttributeError:
+        return 1
 
 
 class VLAStatsCallback(BaseCallback):
     """Log residual and base-model statistics from the wrappers' ``info`` entries.
 
-    Logged every rollout end: ``vla/residual_abs_mean`` (mean |residual| in [-1, 1] units),
-    ``vla/correction_abs_mean`` (mean |executed - base| in env units) and ``vla/nonfinite_events`` (env steps whose
-    base output was non-finite and zeroed, cumulative).
+    Logged every rollout end: ``vla/residual_applied_frac`` (share of agent decisions that carried their residual:
+    below 1 under progressive exploration), ``vla/residual_abs_mean`` (mean |executed residual| in [-1, 1] units),
+    ``vla/correction_abs_mean`` (mean |executed - base| in env units), ``vla/base_share`` (the base's share of the
+    executed action, ``sum |base| / (sum |base| + sum |executed - base|)``: 1 means the pure base) and
+    ``vla/nonfinite_events`` (env steps whose base output was non-finite and zeroed, cumulative).
 
     Example::
 
@@ -22,13 +43,20 @@ class VLAStatsCallback(BaseCallback):
         super().__init__(verbose)
         self._res: list[float] = []
         self._corr: list[float] = []
+        self._applied: list[bool] = []
+        self._base_abs = 0.0
+        self._corr_abs = 0.0
         self.nonfinite_events = 0
 
     def _on_step(self) -> bool:
         for info in self.locals.get("infos", []):
-            if "residual" in info:
-                self._res.append(float(np.abs(info["residual"]).mean()))
-                self._corr.append(float(np.abs(info["executed_action"] - info["base_action"]).mean()))
+            if RESIDUAL_INFO_KEY in info:
+                corr = np.abs(info["executed_action"] - info["base_action"])
+                self._res.append(float(np.abs(info[RESIDUAL_INFO_KEY]).mean()))
+                self._corr.append(float(corr.mean()))
+                self._applied.append(bool(info.get(APPLIED_INFO_KEY, True)))
+                self._base_abs += float(np.abs(info["base_action"]).sum())
+                self._corr_abs += float(corr.sum())
             if info.get("vla_nonfinite"):
                 self.nonfinite_events += 1
         return True
@@ -37,9 +65,104 @@ class VLAStatsCallback(BaseCallback):
         if self._res:
             self.logger.record("vla/residual_abs_mean", float(np.mean(self._res)))
             self.logger.record("vla/correction_abs_mean", float(np.mean(self._corr)))
+            self.logger.record("vla/residual_applied_frac", float(np.mean(self._applied)))
+            total = self._base_abs + self._corr_abs
+            self.logger.record("vla/base_share", self._base_abs / total if total > 0 else 1.0)
             self._res.clear()
             self._corr.clear()
+            self._applied.clear()
+            self._base_abs = self._corr_abs = 0.0
         self.logger.record("vla/nonfinite_events", self.nonfinite_events)
+
+
+class ProgressiveExplorationCallback(BaseCallback):
+    """Progressive exploration for residual RL (Policy Decorator): while training, each agent decision carries its
+    residual with probability ``p(t) = start_prob + (1 - start_prob) * min(t / ramp_steps, 1)``; the others execute
+    the pure base. Before ``learning_starts``, SB3 acts uniformly at random: ``warmup_gain`` scales those residuals
+    down, so the replay buffer is not filled with a broken base.
+
+    Only the training env is changed; evaluation envs, saved models and deployment always apply the full residual.
+    Pair it with :class:`~sb3_vla.buffers.ResidualReplayBuffer`, which stores the residual actually executed (zero
+    where masked), so the critic learns what happened. ``t`` counts env steps (``model.num_timesteps`` times the
+    wrapper's ``decision_interval``), so a resumed run continues the ramp where it stopped.
+
+    :param ramp_steps: env steps over which the probability rises to 1 (0: always apply).
+    :param start_prob: probability at step 0.
+    :param warmup_gain: factor on the residual before the algorithm's ``learning_starts`` (1: SB3's behaviour).
+
+    Example::
+
+        model = SAC(ResidualSACPolicy, env, replay_buffer_class=ResidualReplayBuffer)
+        model.learn(50_000, callback=ProgressiveExplorationCallback(ramp_steps=20_000))
+
+    In YAML (rl-zoo or ``sb3_vla.train``)::
+
+        callback:
+          - sb3_vla.callbacks.ProgressiveExplorationCallback: {ramp_steps: 20000, warmup_gain: 0.1}
+    """
+
+    def __init__(self, ramp_steps: int, start_prob: float = 0.0, warmup_gain: float = 0.1, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        if ramp_steps < 0:
+            raise ValueError(f"ramp_steps must be >= 0 env steps, got {ramp_steps}")
+        if not 0.0 <= start_prob <= 1.0:
+            raise ValueError(f"start_prob must be in [0, 1], got {start_prob}")
+        if not 0.0 < warmup_gain <= 1.0:
+            raise ValueError(f"warmup_gain must be in (0, 1], got {warmup_gain}")
+        self.ramp_steps = int(ramp_steps)
+        self.start_prob = float(start_prob)
+        self.warmup_gain = float(warmup_gain)
+        self._set: Callable[[float, float], None] | None = None
+        self._interval = 1
+        self._current: tuple[float, float] | None = None
+
+    def _bind(self) -> None:
+        env = self.training_env
+        vec = unwrap_vec_wrapper(env, VecResidualActionWrapper)
+        if vec is not None:
+            self._set, self._interval = vec.set_exploration, vec.decision_interval
+            return
+        try:  # per-env residual wrappers (rl-zoo's env_wrapper path)
+            env.get_attr("set_exploration")
+        except AttributeError as e:
+            raise ValueError(
+                "ProgressiveExplorationCallback needs a residual wrapper (ResidualActionWrapper or "
+                "VecResidualActionWrapper) in the training env; none was found"
+            ) from e
+        self._interval = decision_interval(env)
+        self._set = lambda prob, gain: env.env_method("set_exploration", prob, gain)
+
+    def schedule(self, num_timesteps: int) -> tuple[float, float]:
+        """``(probability, gain)`` after ``num_timesteps`` agent steps."""
+        steps = num_timesteps * self._interval
+        frac = 1.0 if self.ramp_steps == 0 else min(1.0, steps / self.ramp_steps)
+        prob = self.start_prob + (1.0 - self.start_prob) * frac
+        learning_starts = int(getattr(self.model, "learning_starts", 0))
+        gain = self.warmup_gain if num_timesteps < learning_starts else 1.0
+        return prob, gain
+
+    def _update(self) -> None:
+        prob, gain = self.schedule(self.model.num_timesteps)
+        # send changes of a percent or more: with SubprocVecEnv each update is a message to every worker
+        if self._current is None or abs(prob - self._current[0]) >= 0.01 or gain != self._current[1] or prob == 1.0:
+            if self._current != (prob, gain):
+                assert self._set is not None
+                self._set(prob, gain)
+                self._current = (prob, gain)
+
+    def _on_training_start(self) -> None:
+        self._bind()
+        self._update()
+
+    def _on_step(self) -> bool:
+        self._update()
+        return True
+
+    def _on_training_end(self) -> None:
+        # the env may be used for evaluation or deployment after learn(): leave it applying the full residual
+        if self._set is not None:
+            self._set(1.0, 1.0)
+            self._current = None
 
 
 class ActorWarmupCallback(BaseCallback):
@@ -52,7 +175,8 @@ class ActorWarmupCallback(BaseCallback):
     executing the base plus its initial exploration noise while the critic learns the base's values, then both train
     as usual (the burn-in of Silver et al., "Residual Policy Learning", 2018). The algorithm class stays stock.
 
-    :param warmup_steps: env steps (``model.num_timesteps``) before the actor trains.
+    :param warmup_steps: env steps before the actor trains (``model.num_timesteps`` times the residual wrapper's
+        ``decision_interval``).
 
     Example::
 
@@ -71,11 +195,14 @@ class ActorWarmupCallback(BaseCallback):
             raise ValueError(f"warmup_steps must be >= 0 env steps, got {warmup_steps}")
         self.warmup_steps = int(warmup_steps)
         self.frozen = False
+        self._interval = 1
 
     def _actor_parameters(self) -> list:
         policy = self.model.policy
         actor = getattr(policy, "actor", None)
         if actor is not None:
+            # with share_features_extractor=True SB3 trains the shared extractor through the actor's loss only, so
+            # it is frozen with the actor; the critic's Q-networks train on its (fixed) features
             return list(actor.parameters())
         params = list(policy.action_net.parameters())  # type: ignore[union-attr]
         log_std = getattr(policy, "log_std", None)
@@ -90,12 +217,16 @@ class ActorWarmupCallback(BaseCallback):
         if self.verbose:
             print(f"ActorWarmupCallback: actor {'trains' if trainable else 'frozen'} at step {self.num_timesteps}")
 
+    def _env_steps(self) -> int:
+        return self.model.num_timesteps * self._interval
+
     def _on_training_start(self) -> None:
-        if self.model.num_timesteps < self.warmup_steps:
+        self._interval = decision_interval(self.training_env)
+        if self._env_steps() < self.warmup_steps:
             self._set_trainable(False)
 
     def _on_step(self) -> bool:
-        if self.frozen and self.model.num_timesteps >= self.warmup_steps:
+        if self.frozen and self._env_steps() >= self.warmup_steps:
             self._set_trainable(True)
         return True
 

@@ -48,7 +48,14 @@ ZOO_KEYS = {
 }
 # Residual knobs accepted from the CLI (-params) and routed into the wrappers' kwargs.
 OBS_WRAPPER_KEYS = ("base", "query_interval", "action_adapter", "drop_keys", "add_action", "nonfinite", "instruction")
-RESIDUAL_KEYS = ("residual_scale", "absolute_dims", "override_dims", "keep_base_in_obs", "residual_map")
+RESIDUAL_KEYS = (
+    "residual_scale",
+    "absolute_dims",
+    "override_dims",
+    "keep_base_in_obs",
+    "residual_map",
+    "decision_interval",
+)
 OBS_EXTRA_KEYS = ("base_kwargs",)
 
 

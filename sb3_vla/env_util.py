@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,6 +15,23 @@ from sb3_vla.wrappers.adapters import ActionAdapterLike
 from sb3_vla.wrappers.observation import VecVLAObservationWrapper
 from sb3_vla.wrappers.residual import ResidualScale, VecResidualActionWrapper
 from sb3_vla.wrappers.residual_map import ResidualMapLike
+
+
+def make_registered_env(env_id: str, **kwargs: Any) -> gym.Env:
+    """``gym.make(env_id, **kwargs)`` with ``render_mode="rgb_array"`` unless given (as SB3's ``make_vec_env``).
+
+    A module-level function, so a subprocess that unpickles it imports ``sb3_vla`` and with it our env ids:
+    ``SubprocVecEnv``'s forkserver workers otherwise know only Gymnasium's own envs.
+    """
+    try:
+        return gym.make(env_id, **{"render_mode": "rgb_array", **kwargs})
+    except TypeError:  # the env takes no render_mode
+        return gym.make(env_id, **kwargs)
+
+
+def env_factory(env_id: str | Callable[..., gym.Env]) -> Callable[..., gym.Env]:
+    """A picklable env constructor for ``make_vec_env`` that also works in ``SubprocVecEnv`` workers."""
+    return functools.partial(make_registered_env, env_id) if isinstance(env_id, str) else env_id
 
 
 def make_residual_vec_env(
@@ -36,6 +54,7 @@ def make_residual_vec_env(
     instruction: str | None = None,
     base_kwargs: dict[str, Any] | None = None,
     residual_map: ResidualMapLike | None = None,
+    decision_interval: int = 1,
 ) -> VecEnv:
     """Build ``n_envs`` copies of an env, batch the frozen base over them, and expose a residual action space.
 
@@ -62,6 +81,8 @@ def make_residual_vec_env(
     :param base_kwargs: keyword arguments for building ``base`` from a spec string.
     :param residual_map: compose the residual in another space (e.g. pinch-point offsets on GarmentFold), see
         :class:`~sb3_vla.wrappers.residual_map.ResidualMap`.
+    :param decision_interval: env steps per agent decision: the residual is held over them and their rewards summed
+        (chunk-level residual), see :class:`~sb3_vla.wrappers.ResidualActionWrapper`.
     :return: the vectorised residual env.
 
     Example::
@@ -84,7 +105,7 @@ def make_residual_vec_env(
             raise ValueError(f"vec_env_cls must be 'dummy' or 'subproc', got {vec_env_cls!r}")
         vec_env_cls = classes[vec_env_cls]
     venv = make_vec_env(
-        env_id,
+        env_factory(env_id),
         n_envs=n_envs,
         seed=seed,
         env_kwargs=env_kwargs,
@@ -109,4 +130,5 @@ def make_residual_vec_env(
         override_dims=override_dims,
         keep_base_in_obs=keep_base_in_obs,
         residual_map=residual_map,
+        decision_interval=decision_interval,
     )

@@ -58,18 +58,55 @@ def zero_residual_head(policy: BasePolicy, log_std_init: float | None = None) ->
         target.load_state_dict(actor.state_dict())
 
 
-class _ResidualOffPolicyMixin:
-    """Shared by the SAC and TQC residual policies: default extractor, zeroed mean head, initial log-std."""
+def layer_norm_critic(critic: nn.Module) -> nn.Module:
+    """Insert a LayerNorm after every hidden linear layer of each Q-network of an SB3 critic (SAC/TD3
+    ``ContinuousCritic``, TQC ``Critic``), in place; the output layer is left alone. Layer-normed critics keep
+    Q-values bounded under high update-to-data ratios (ResFiT, RLPD).
 
-    def __init__(self, *args: Any, residual_log_std_init: float | None = -1.0, **kwargs: Any) -> None:
+    :param critic: a critic with ``q_networks`` registered as ``qf0``, ``qf1``, ...
+    :return: the same critic.
+    """
+    q_networks = getattr(critic, "q_networks", None)
+    if not q_networks:
+        raise TypeError(f"{type(critic).__name__} has no q_networks to layer-norm")
+    for idx, q_net in enumerate(q_networks):
+        linears = [m for m in q_net if isinstance(m, nn.Linear)]
+        layers: list[nn.Module] = []
+        for m in q_net:
+            layers.append(m)
+            if isinstance(m, nn.Linear) and m is not linears[-1]:
+                layers.append(nn.LayerNorm(m.out_features))
+        new = nn.Sequential(*layers).to(linears[-1].weight.device)
+        setattr(critic, f"qf{idx}", new)
+        q_networks[idx] = new
+    return critic
+
+
+class _ResidualOffPolicyMixin:
+    """Shared by the SAC, TQC and TD3 residual policies: default extractor, zeroed mean head, initial log-std,
+    optional layer-normed critic."""
+
+    def __init__(
+        self,
+        *args: Any,
+        residual_log_std_init: float | None = -1.0,
+        critic_layer_norm: bool = False,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("features_extractor_class", VLAFeaturesExtractor)
         self.residual_log_std_init = residual_log_std_init
+        self.critic_layer_norm = bool(critic_layer_norm)
         super().__init__(*args, **kwargs)
         zero_residual_head(self, residual_log_std_init)  # type: ignore[arg-type]
+
+    def make_critic(self, features_extractor: Any = None) -> Any:
+        critic = super().make_critic(features_extractor)  # type: ignore[misc]
+        return layer_norm_critic(critic) if self.critic_layer_norm else critic
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()  # type: ignore[misc]
         data["residual_log_std_init"] = self.residual_log_std_init
+        data["critic_layer_norm"] = self.critic_layer_norm
         return data
 
 
@@ -77,6 +114,7 @@ class ResidualSACPolicy(_ResidualOffPolicyMixin, SACPolicy):
     """SAC policy with :class:`VLAFeaturesExtractor` by default and a zero-initialised residual head.
 
     :param residual_log_std_init: initial log-std of the residual's exploration noise (``None``: SB3 default).
+    :param critic_layer_norm: LayerNorm after each hidden layer of the Q-networks (see :func:`layer_norm_critic`).
         The other parameters are :class:`stable_baselines3.sac.policies.SACPolicy`'s.
 
     Example::
@@ -88,15 +126,27 @@ class ResidualSACPolicy(_ResidualOffPolicyMixin, SACPolicy):
 class ResidualTD3Policy(TD3Policy):
     """TD3 policy with :class:`VLAFeaturesExtractor` by default and a zero-initialised residual head.
 
+    :param critic_layer_norm: see :class:`ResidualSACPolicy`.
+
     Example::
 
         model = TD3(ResidualTD3Policy, env)
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, critic_layer_norm: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("features_extractor_class", VLAFeaturesExtractor)
+        self.critic_layer_norm = bool(critic_layer_norm)
         super().__init__(*args, **kwargs)
         zero_residual_head(self)
+
+    def make_critic(self, features_extractor: Any = None) -> Any:
+        critic = super().make_critic(features_extractor)
+        return layer_norm_critic(critic) if self.critic_layer_norm else critic
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data["critic_layer_norm"] = self.critic_layer_norm
+        return data
 
 
 class ResidualActorCriticPolicy(MultiInputActorCriticPolicy):
@@ -122,6 +172,7 @@ class ResidualTQCPolicy(_ResidualOffPolicyMixin, TQCPolicy):
     """TQC policy (sb3-contrib) with :class:`VLAFeaturesExtractor` by default and a zero-initialised residual head.
 
     :param residual_log_std_init: see :class:`ResidualSACPolicy`.
+    :param critic_layer_norm: see :class:`ResidualSACPolicy`.
 
     Example::
 
@@ -149,3 +200,6 @@ class ZeroResidualInitCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         return True
+
+
+# Strategy 4, fine-tuning the VLA's own heads with PPO: its own module, re-exported for zoo YAML `policy:` names.

@@ -117,21 +117,30 @@ def test_garment_fold_headline_command(tmp_path):
         "0",
         "-params",
         "n_envs:1",
-        "learning_starts:80",
+        "learning_starts:40",
         "batch_size:16",
         "buffer_size:500",
-        "policy_kwargs:dict(net_arch=[32])",
     )
     assert out.returncode == 0, out.stdout + out.stderr
     run = tmp_path / "sac" / "GarmentFold-v0_1"
     config = yaml.safe_load((run / "GarmentFold-v0" / "config.yml").read_text())
-    assert config["env_wrapper"][1]["sb3_vla.wrappers.ResidualActionWrapper"] == {"residual_scale": 0.005}
+    residual = config["env_wrapper"][1]["sb3_vla.wrappers.ResidualActionWrapper"]
+    assert residual["residual_map"] == "sb3_vla.envs.garment_fold:PinchResidualMap"
+    assert residual["decision_interval"] == 4
     model = SAC.load(run / "GarmentFold-v0.zip")
-    assert model.action_space.shape == (61,)
+    assert model.action_space.shape == (7,)  # pinch-point offsets + stage advance
     assert config["env_wrapper"][0]["sb3_vla.wrappers.VLAObservationWrapper"]["base"] == "small-vla:garment_fold"
     spaces = model.observation_space.spaces
-    assert {"vla_action", "vla_embedding", "garment_pcd", "joint_pos", "stage"} <= set(spaces)
+    assert {"vla_action", "vla_action_mapped", "vla_embedding", "joint_pos", "keypoints", "stage"} <= set(spaces)
     assert spaces["vla_embedding"].shape == (256,) and "rgb" not in spaces  # the camera feeds the base only
+    assert "garment_pcd" not in spaces  # the policy reads the keypoints, not the point cloud
+    # the residual recipe: layer-normed critics, a shared extractor, the executed-residual buffer with 3-step returns
+    assert model.policy.critic_layer_norm and model.policy.share_features_extractor
+    assert "vla_embedding" not in model.policy.actor.features_extractor.kinds
+    assert {"sb3_vla.callbacks.ProgressiveExplorationCallback": {"ramp_steps": 10000, "warmup_gain": 0.1}} in config[
+        "callback"
+    ]
+    assert config["replay_buffer_class"] == "sb3_vla.buffers.ResidualReplayBuffer"
 
 
 def test_garment_fold_pinch_point_residual_from_the_command_line(tmp_path):
@@ -155,11 +164,15 @@ def test_garment_fold_pinch_point_residual_from_the_command_line(tmp_path):
         "learning_starts:32",
         "batch_size:16",
         "buffer_size:500",
-        "policy_kwargs:dict(net_arch=[32])",
         "residual_map:sb3_vla.envs.garment_fold:PinchResidualMap",
         "residual_scale:[0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.3]",
         "drop_keys:[]",
-        "callback:[sb3_vla.callbacks.VLAStatsCallback, {sb3_vla.callbacks.ActorWarmupCallback: {warmup_steps: 48}}]",
+        "callback:[sb3_vla.callbacks.VLAStatsCallback, {sb3_vla.callbacks.ActorWarmupCallback: {warmup_steps: 48}},"
+        " {sb3_vla.callbacks.ProgressiveExplorationCallback: {ramp_steps: 64}}]",
+        "decision_interval:2",
+        "replay_buffer_class:sb3_vla.buffers.ResidualReplayBuffer",
+        "replay_buffer_kwargs:dict(n_steps=2, gamma=0.9)",
+        "policy_kwargs:dict(net_arch=[32], critic_layer_norm=True)",
     )
     assert out.returncode == 0, out.stdout + out.stderr
     run = tmp_path / "sac" / "GarmentFold-v0_1"
@@ -171,3 +184,6 @@ def test_garment_fold_pinch_point_residual_from_the_command_line(tmp_path):
     assert model.observation_space.spaces["vla_action_mapped"].shape == (7,)
     assert model.observation_space.spaces["pinch_pos"].shape == (6,)
     assert {"sb3_vla.callbacks.ActorWarmupCallback": {"warmup_steps": 48}} in config["callback"]
+    assert residual["decision_interval"] == 2
+    assert model.policy.critic_layer_norm
+    assert model.num_timesteps == 64  # decisions: 128 env steps

@@ -12,6 +12,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from sb3_vla.wrappers.engine import ACTION_KEY
+from sb3_vla.wrappers.exploration import APPLIED_INFO_KEY, RESIDUAL_INFO_KEY, ResidualGate
 from sb3_vla.wrappers.residual_map import (
     MAPPED_ACTION_KEY,
     ResidualMap,
@@ -76,7 +77,17 @@ class _ResidualCore:
         base_key: str,
         override_dims: Sequence[int] = (),
         residual_map: ResidualMapLike | None = None,
+        decision_interval: int = 1,
     ) -> None:
+        if isinstance(decision_interval, bool) or not isinstance(decision_interval, int | np.integer):
+            raise TypeError(f"decision_interval must be an int (env steps per agent decision), got {decision_interval!r}")
+        if decision_interval < 1:
+            raise ValueError(
+                f"decision_interval must be >= 1 env steps per agent decision, got {decision_interval}; 1 decides "
+                "every step, k holds each residual for k env steps (e.g. the base's action chunk)"
+            )
+        self.decision_interval = int(decision_interval)
+        self.gate = ResidualGate()
         if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
             raise TypeError(f"residual wrappers need a 1-D Box action space, got {action_space}")
         if not isinstance(observation_space, spaces.Dict) or base_key not in observation_space.spaces:
@@ -172,7 +183,34 @@ class _ResidualCore:
         return out
 
 
-class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
+class _ExplorationMixin:
+    """``set_exploration`` and its read-outs, shared by the single-env and vectorised wrappers."""
+
+    core: _ResidualCore
+
+    @property
+    def residual_scale(self) -> np.ndarray:
+        """The residual scale in force now."""
+        return self.core.residual_scale
+
+    @property
+    def decision_interval(self) -> int:
+        """Env steps per agent decision."""
+        return self.core.decision_interval
+
+    @property
+    def residual_prob(self) -> float:
+        """Probability that a decision carries its residual (1 unless a training callback lowers it)."""
+        return self.core.gate.prob
+
+    def set_exploration(self, prob: float, gain: float = 1.0) -> None:
+        """Apply the residual on a fraction ``prob`` of decisions, multiplied by ``gain``; masked decisions execute
+        the pure base. Called on the training env by
+        :class:`~sb3_vla.callbacks.ProgressiveExplorationCallback`; envs left alone always apply the residual."""
+        self.core.gate.set(prob, gain)
+
+
+class ResidualActionWrapper(_ExplorationMixin, gym.Wrapper, gym.utils.RecordConstructorArgs):
     """The agent outputs a residual in ``Box(-1, 1)``; the env executes ``clip(base + residual_scale * residual)``.
 
     The base action is read from the observation key ``vla_action`` (added by :class:`VLAObservationWrapper`).
@@ -180,7 +218,10 @@ class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     a zero residual gives the middle of the range, not the base's value. Dims in ``override_dims`` stay residual but
     with a scale of the whole range: they start from the base's value and the policy can drive them to either bound
     (GarmentFold's stage-advance signal: the base's advance requests are kept at step 0, the policy may override).
-    ``info`` gets ``base_action``, ``residual`` and ``executed_action``.
+    With ``decision_interval=k`` the agent decides once per ``k`` env steps: its residual is held for ``k`` steps,
+    each composed with that step's base action (the base's chunk), and the rewards are summed (an episode end
+    stops the chunk early). ``info`` gets ``base_action``, ``residual`` (the residual executed: zero where
+    exploration masked it, see :meth:`set_exploration`), ``residual_applied`` and ``executed_action``.
 
     :param env: an env whose Dict observation holds ``base_key``.
     :param residual_scale: float, per-dim list, callable ``step -> scale`` or ``{start, end, steps}`` mapping.
@@ -191,13 +232,17 @@ class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     :param residual_map: compose in another space (:class:`~sb3_vla.wrappers.residual_map.ResidualMap` or
         ``"package.module:Name"``): the residual then has the map's size and ``residual_scale`` is in its units, e.g.
         ``"sb3_vla.envs.garment_fold:PinchResidualMap"`` (pinch-point offsets in metres on GarmentFold's joints).
+    :param decision_interval: env steps per agent decision (chunk-level residual).
 
-    Example::
+    Example:
 
-        env = ResidualActionWrapper(VLAObservationWrapper(gym.make("Pendulum-v1"), base="zero"), residual_scale=0.5)
-        obs, info = env.reset(seed=0)
-        obs, reward, terminated, truncated, info = env.step(np.array([1.0], dtype=np.float32))
-        info["executed_action"]  # array([0.5], dtype=float32)
+    >>> import gymnasium as gym
+    >>> from sb3_vla.wrappers import VLAObservationWrapper
+    >>> env = ResidualActionWrapper(VLAObservationWrapper(gym.make("Pendulum-v1"), base="zero"), residual_scale=0.5)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(np.array([1.0], dtype=np.float32))
+    >>> info["executed_action"]
+    array([0.5], dtype=float32)
     """
 
     def __init__(
@@ -209,6 +254,7 @@ class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         keep_base_in_obs: bool = True,
         override_dims: Sequence[int] = (),
         residual_map: ResidualMapLike | None = None,
+        decision_interval: int = 1,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self,
@@ -218,6 +264,7 @@ class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             base_key=base_key,
             keep_base_in_obs=keep_base_in_obs,
             residual_map=residual_map,
+            decision_interval=decision_interval,
         )
         gym.Wrapper.__init__(self, env)
         self.core = _ResidualCore(
@@ -228,6 +275,7 @@ class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             base_key,
             override_dims,
             residual_map,
+            decision_interval,
         )
         assert isinstance(env.observation_space, spaces.Dict)
         self.observation_space = self.core.agent_space(env.observation_space, keep_base_in_obs)
@@ -235,36 +283,50 @@ class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.keep_base_in_obs = keep_base_in_obs
         self._base_action = np.zeros(self.core.low.shape[0], dtype=np.float32)
 
-    @property
-    def residual_scale(self) -> np.ndarray:
-        """The residual scale in force now."""
-        return self.core.residual_scale
-
     def _agent_obs(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._base_action = np.asarray(obs[self.core.base_key], dtype=np.float32).copy()
         return self.core.agent_obs(obs, self.keep_base_in_obs)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        if seed is not None:
+            self.core.gate.seed(seed)
         obs, info = self.env.reset(seed=seed, options=options)
         return self._agent_obs(obs), info
 
     def step(self, action: np.ndarray) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
-        executed = self.core.compose(self._base_action, action)
-        base = self._base_action
-        obs, reward, terminated, truncated, info = self.env.step(executed)
-        self.core.num_steps += 1
+        gated, applied = self.core.gate(np.asarray(action, dtype=np.float32).reshape(1, -1))
+        residual = gated[0]
+        total = 0.0
+        for _ in range(self.core.decision_interval):
+            base = self._base_action
+            executed = self.core.compose(base, residual)
+            obs, reward, terminated, truncated, info = self.env.step(executed)
+            self.core.num_steps += 1
+            total += float(reward)
+            agent_obs = self._agent_obs(obs)
+            if terminated or truncated:
+                break
         info["base_action"] = base
-        info["residual"] = np.asarray(action, dtype=np.float32)
+        info[RESIDUAL_INFO_KEY] = residual
+        info[APPLIED_INFO_KEY] = bool(applied[0])
         info["executed_action"] = executed
-        return self._agent_obs(obs), reward, terminated, truncated, info
+        return agent_obs, total if self.core.decision_interval > 1 else reward, terminated, truncated, info
 
 
-class VecResidualActionWrapper(VecEnvWrapper):
+class VecResidualActionWrapper(_ExplorationMixin, VecEnvWrapper):
     """Vectorised :class:`ResidualActionWrapper` (same arguments), for use over :class:`VecVLAObservationWrapper`.
 
-    Example::
+    With ``decision_interval=k``, an env whose episode ends inside a chunk reports that end (its summed reward, its
+    ``terminal_observation``) and runs the rest of the chunk on the pure base in its new episode, so the agent's
+    next observation of it is up to ``k - 1`` steps into that episode.
 
-        venv = VecResidualActionWrapper(VecVLAObservationWrapper(make_vec_env("Pendulum-v1", 4), "zero"), 0.2)
+    Example:
+
+    >>> from stable_baselines3.common.env_util import make_vec_env
+    >>> from sb3_vla.wrappers import VecVLAObservationWrapper
+    >>> venv = VecResidualActionWrapper(VecVLAObservationWrapper(make_vec_env("Pendulum-v1", 4), "zero"), 0.2)
+    >>> venv.action_space
+    Box(-1.0, 1.0, (1,), float32)
     """
 
     def __init__(
@@ -276,6 +338,7 @@ class VecResidualActionWrapper(VecEnvWrapper):
         keep_base_in_obs: bool = True,
         override_dims: Sequence[int] = (),
         residual_map: ResidualMapLike | None = None,
+        decision_interval: int = 1,
     ) -> None:
         self.core = _ResidualCore(
             venv.observation_space,
@@ -285,6 +348,7 @@ class VecResidualActionWrapper(VecEnvWrapper):
             base_key,
             override_dims,
             residual_map,
+            decision_interval,
         )
         assert isinstance(venv.observation_space, spaces.Dict)
         super().__init__(
@@ -294,40 +358,64 @@ class VecResidualActionWrapper(VecEnvWrapper):
         )
         self.keep_base_in_obs = keep_base_in_obs
         self._base_actions = np.zeros((self.num_envs, self.core.low.shape[0]), dtype=np.float32)
+        self._gated = np.zeros((self.num_envs, self.core.dim), dtype=np.float32)
+        self._applied = np.ones(self.num_envs, dtype=bool)
         self._last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-    @property
-    def residual_scale(self) -> np.ndarray:
-        """The residual scale in force now."""
-        return self.core.residual_scale
 
     def _agent_obs(self, obs: VecEnvObs) -> VecEnvObs:
         assert isinstance(obs, dict)
         self._base_actions = np.asarray(obs[self.core.base_key], dtype=np.float32).copy()
         return self.core.agent_obs(obs, self.keep_base_in_obs)
 
+    def seed(self, seed: int | None = None) -> Sequence[None | int]:
+        self.core.gate.seed(seed)
+        return self.venv.seed(seed)
+
     def reset(self) -> VecEnvObs:
         obs = self.venv.reset()
         self.reset_infos = list(getattr(self.venv, "reset_infos", self.reset_infos))
         return self._agent_obs(obs)
 
-    def step_async(self, actions: np.ndarray) -> None:
-        residual = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, self.core.dim)
+    def _send(self, residual: np.ndarray) -> None:
         executed = self.core.compose(self._base_actions, residual)
         self._last = (self._base_actions, residual, executed)
         self.venv.step_async(executed)
 
-    def step_wait(self) -> VecEnvStepReturn:
-        obs, rewards, dones, infos = self.venv.step_wait()
-        self.core.num_steps += self.num_envs
+    def step_async(self, actions: np.ndarray) -> None:
+        residual = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, self.core.dim)
+        self._gated, self._applied = self.core.gate(residual)
+        self._send(self._gated)
+
+    def _annotate(self, infos: list[dict[str, Any]]) -> None:
         assert self._last is not None
         base, residual, executed = self._last
         for i, info in enumerate(infos):
             info["base_action"] = base[i]
-            info["residual"] = residual[i]
+            info[RESIDUAL_INFO_KEY] = residual[i]
+            info[APPLIED_INFO_KEY] = bool(self._applied[i])
             info["executed_action"] = executed[i]
             term = info.get("terminal_observation")
             if isinstance(term, dict) and self.core.base_key in term:
                 # the policy's observation space: PPO's truncation bootstrap would raise KeyError on a missing key
                 info["terminal_observation"] = self.core.agent_obs(term, self.keep_base_in_obs)
-        return self._agent_obs(obs), rewards, dones, infos
+
+    def step_wait(self) -> VecEnvStepReturn:
+        n = self.num_envs
+        total = np.zeros(n, dtype=np.float32)
+        out_dones = np.zeros(n, dtype=bool)
+        out_infos: list[dict[str, Any]] = [{} for _ in range(n)]
+        for j in range(self.core.decision_interval):
+            obs, rewards, dones, infos = self.venv.step_wait()
+            self.core.num_steps += n
+            self._annotate(infos)
+            active = ~out_dones
+            total[active] += np.asarray(rewards, dtype=np.float32)[active]
+            for i in np.flatnonzero(active):
+                out_infos[i] = infos[i]
+            out_dones |= active & np.asarray(dones, dtype=bool)
+            agent_obs = self._agent_obs(obs)
+            if j == self.core.decision_interval - 1 or out_dones.all():
+                break
+            # envs whose episode ended inside this chunk run on the pure base in their new episode
+            self._send(np.where(out_dones[:, None], np.float32(0.0), self._gated))
+        return agent_obs, total, out_dones, out_infos
