@@ -130,7 +130,11 @@ class ProgressiveExplorationCallback(BaseCallback):
                 "VecResidualActionWrapper) in the training env; none was found"
             ) from e
         self._interval = decision_interval(env)
-        self._set = lambda prob, gain: env.env_method("set_exploration", prob, gain)
+
+        def set_all(prob: float, gain: float) -> None:
+            env.env_method("set_exploration", prob, gain)
+
+        self._set = set_all
 
     def schedule(self, num_timesteps: int) -> tuple[float, float]:
         """``(probability, gain)`` after ``num_timesteps`` agent steps."""
@@ -144,11 +148,11 @@ class ProgressiveExplorationCallback(BaseCallback):
     def _update(self) -> None:
         prob, gain = self.schedule(self.model.num_timesteps)
         # send changes of a percent or more: with SubprocVecEnv each update is a message to every worker
-        if self._current is None or abs(prob - self._current[0]) >= 0.01 or gain != self._current[1] or prob == 1.0:
-            if self._current != (prob, gain):
-                assert self._set is not None
-                self._set(prob, gain)
-                self._current = (prob, gain)
+        cur = self._current
+        if cur is None or gain != cur[1] or abs(prob - cur[0]) >= 0.01 or (prob == 1.0 and cur[0] != 1.0):
+            assert self._set is not None
+            self._set(prob, gain)
+            self._current = (prob, gain)
 
     def _on_training_start(self) -> None:
         self._bind()

@@ -213,7 +213,9 @@ def test_headroom_benchmark_one_episode(tmp_path) -> None:
     from benchmarks import garment_headroom
 
     results_md = tmp_path / "RESULTS.md"
-    md = garment_headroom.main(["--episodes", "1", "--seed", "1002", "--workers", "1", "--results-md", str(results_md)])
+    md = garment_headroom.main(
+        ["--episodes", "1", "--seed", "1002", "--workers", "1", "--results-md", str(results_md), "--smallvla-clips"]
+    )
     rows = [line for line in md.splitlines() if line.startswith("| ") and "/1 |" in line]
     assert len(rows) == 5
     outcome = {row.split(" | ")[0][2:]: row.split(" | ")[1] for row in rows}
@@ -224,3 +226,18 @@ def test_headroom_benchmark_one_episode(tmp_path) -> None:
     assert outcome["scripted folder, no residual"] == "0/1"
     assert outcome["noise-free folder (ceiling)"] == "1/1"
     assert "<!-- BEGIN garment_headroom -->" in results_md.read_text()
+
+
+def test_headroom_benchmark_small_vla_oracle(tmp_path) -> None:
+    """Seed 1001: SmallVLA alone fails the first fold; moving its pinch points onto the noise-free folder's succeeds."""
+    from benchmarks import garment_headroom
+
+    results_md = tmp_path / "RESULTS.md"
+    args = ["--episodes", "1", "--seed", "1001", "--workers", "1", "--results-md", str(results_md)]
+    md = garment_headroom.main([*args, "--skip-scripted", "--smallvla-clips", "0.05"])
+    outcome = {row.split(" | ")[0][2:]: row.split(" | ")[1] for row in md.splitlines() if "/1 |" in row}
+    assert outcome == {
+        "SmallVLA base, no residual": "0/1",
+        "SmallVLA + oracle pinch-point correction (+-5 cm x/y, +-1.25 cm z)": "1/1",
+    }
+    assert "<!-- BEGIN garment_headroom_smallvla -->" in results_md.read_text()

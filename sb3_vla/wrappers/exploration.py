@@ -61,6 +61,6 @@ class ResidualGate:
         n = residual.shape[0]
         if self.is_open:
             return residual, np.ones(n, dtype=bool)
-        applied = np.ones(n, dtype=bool) if self.prob >= 1.0 else self.rng.random(n) < self.prob
+        applied: np.ndarray = np.ones(n, dtype=bool) if self.prob >= 1.0 else np.asarray(self.rng.random(n) < self.prob)
         gated = residual * np.float32(self.gain) * applied[:, None].astype(np.float32)
         return gated.astype(np.float32), applied
