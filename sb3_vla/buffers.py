@@ -121,3 +121,35 @@ class ResidualReplayBuffer(DictReplayBuffer):
             rewards=self.to_torch(returns.astype(np.float32)),
             discounts=self.to_torch((self.gamma ** (last + 1)).astype(np.float32).reshape(-1, 1)),
         )
+
+
+def as_residual_replay_buffer(buffer: DictReplayBuffer, n_steps: int = 1, gamma: float = 0.99) -> ResidualReplayBuffer:
+    """A :class:`ResidualReplayBuffer` holding ``buffer``'s transitions (its arrays are moved, not copied).
+
+    :param buffer: an SB3 ``DictReplayBuffer`` (what off-policy algorithms build for Dict observations).
+    :param n_steps: see :class:`ResidualReplayBuffer`.
+    :param gamma: see :class:`ResidualReplayBuffer`.
+    """
+    if isinstance(buffer, ResidualReplayBuffer):
+        buffer.n_steps, buffer.gamma = int(n_steps), float(gamma)
+        return buffer
+    if not isinstance(buffer, DictReplayBuffer):
+        raise TypeError(
+            f"the model's replay buffer is a {type(buffer).__name__}; the residual buffer replaces SB3's "
+            "DictReplayBuffer (a residual env has Dict observations)"
+        )
+    assert isinstance(buffer.observation_space, spaces.Dict)
+    new = ResidualReplayBuffer(
+        buffer.buffer_size * buffer.n_envs,
+        buffer.observation_space,
+        buffer.action_space,
+        device=buffer.device,
+        n_envs=buffer.n_envs,
+        handle_timeout_termination=buffer.handle_timeout_termination,
+        n_steps=n_steps,
+        gamma=gamma,
+    )
+    for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+        setattr(new, name, getattr(buffer, name))
+    new.pos, new.full = buffer.pos, buffer.full
+    return new

@@ -9,6 +9,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_wrapper
 
+from sb3_vla.buffers import ResidualReplayBuffer, as_residual_replay_buffer
 from sb3_vla.wrappers.exploration import APPLIED_INFO_KEY, RESIDUAL_INFO_KEY
 from sb3_vla.wrappers.residual import VecResidualActionWrapper
 
@@ -167,6 +168,48 @@ class ProgressiveExplorationCallback(BaseCallback):
         if self._set is not None:
             self._set(1.0, 1.0)
             self._current = None
+
+
+class ResidualReplayBufferCallback(BaseCallback):
+    """Make an off-policy model's replay buffer a :class:`~sb3_vla.buffers.ResidualReplayBuffer` at training start:
+    it stores the residual the env executed (what progressive exploration needs) and sums ``n_steps`` returns with
+    the model's own ``gamma``.
+
+    The same as ``replay_buffer_class=ResidualReplayBuffer``, for configs that both CLIs read: rl-zoo evaluates a
+    ``replay_buffer_class`` string in its own module, where our class has no name. Transitions already stored (a
+    resumed run) are kept.
+
+    :param n_steps: n-step returns (1: one-step TD).
+
+    Example::
+
+        model.learn(10_000, callback=[ResidualReplayBufferCallback(n_steps=3), ProgressiveExplorationCallback(4_000)])
+
+    In YAML (rl-zoo or ``sb3_vla.train``)::
+
+        callback:
+          - sb3_vla.callbacks.ResidualReplayBufferCallback: {n_steps: 3}
+    """
+
+    def __init__(self, n_steps: int = 1, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        if int(n_steps) < 1:
+            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        self.n_steps = int(n_steps)
+
+    def _on_training_start(self) -> None:
+        buffer = getattr(self.model, "replay_buffer", None)
+        if buffer is None:
+            raise ValueError(
+                f"ResidualReplayBufferCallback needs an off-policy algorithm (SAC, TD3, TQC); "
+                f"{type(self.model).__name__} has no replay buffer"
+            )
+        gamma = float(getattr(self.model, "gamma", 0.99))
+        if not isinstance(buffer, ResidualReplayBuffer) or (buffer.n_steps, buffer.gamma) != (self.n_steps, gamma):
+            self.model.replay_buffer = as_residual_replay_buffer(buffer, self.n_steps, gamma)  # type: ignore[attr-defined]
+
+    def _on_step(self) -> bool:
+        return True
 
 
 class ActorWarmupCallback(BaseCallback):

@@ -315,3 +315,25 @@ def test_actor_warmup_with_a_shared_features_extractor_trains_the_critic_only() 
     assert all(th.equal(b, p) for b, p in zip(actor, model.actor.parameters()))
     assert any(not th.equal(b, p) for b, p in zip(q_net, model.critic.qf0.parameters()))
     assert all(p.requires_grad for p in model.policy.parameters())  # unfrozen after learn()
+
+
+def test_replay_buffer_callback_swaps_in_the_residual_buffer_and_keeps_stored_transitions() -> None:
+    from sb3_vla.callbacks import ResidualReplayBufferCallback
+
+    env = _pendulum_env()
+    model = SAC(
+        ResidualSACPolicy, env, learning_starts=500, buffer_size=1000, gamma=0.9, policy_kwargs=dict(net_arch=[8])
+    )
+    model.learn(40)  # 20 transitions per env in SB3's DictReplayBuffer
+    stored = model.replay_buffer.observations["obs"][:20].copy()
+    model.learn(40, reset_num_timesteps=False, callback=[ResidualReplayBufferCallback(n_steps=3)])
+    buf = model.replay_buffer
+    assert isinstance(buf, ResidualReplayBuffer) and (buf.n_steps, buf.gamma) == (3, 0.9)
+    assert buf.pos == 40
+    np.testing.assert_array_equal(buf.observations["obs"][:20], stored)
+    with pytest.raises(ValueError, match="off-policy"):
+        from stable_baselines3 import PPO
+
+        cb = ResidualReplayBufferCallback()
+        cb.init_callback(PPO("MultiInputPolicy", env, n_steps=8, batch_size=8))
+        cb.on_training_start({}, {})

@@ -140,7 +140,7 @@ def test_garment_fold_headline_command(tmp_path):
     assert {"sb3_vla.callbacks.ProgressiveExplorationCallback": {"ramp_steps": 10000, "warmup_gain": 0.1}} in config[
         "callback"
     ]
-    assert config["replay_buffer_class"] == "sb3_vla.buffers.ResidualReplayBuffer"
+    assert {"sb3_vla.callbacks.ResidualReplayBufferCallback": {"n_steps": 3}} in config["callback"]
 
 
 def test_garment_fold_pinch_point_residual_from_the_command_line(tmp_path):
