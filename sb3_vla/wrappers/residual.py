@@ -80,7 +80,9 @@ class _ResidualCore:
         decision_interval: int = 1,
     ) -> None:
         if isinstance(decision_interval, bool) or not isinstance(decision_interval, int | np.integer):
-            raise TypeError(f"decision_interval must be an int (env steps per agent decision), got {decision_interval!r}")
+            raise TypeError(
+                f"decision_interval must be an int (env steps per agent decision), got {decision_interval!r}"
+            )
         if decision_interval < 1:
             raise ValueError(
                 f"decision_interval must be >= 1 env steps per agent decision, got {decision_interval}; 1 decides "
