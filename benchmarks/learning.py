@@ -134,6 +134,7 @@ class EnvSetup:
     warmup_gain: float = 1.0  # factor on SB3's uniform random residuals before learning_starts
     n_step: int = 1  # n-step returns (ResidualReplayBuffer), in agent decisions
     query_interval: int = 1  # base queries every this many env steps (chunk re-use)
+    residual_penalty: float = 0.0  # reward cost per env step of a full-scale residual (mean square)
     critic_layer_norm: bool = False  # LayerNorm in the residual policy's Q-networks
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     emb_env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -272,6 +273,7 @@ def _make_env(setup: EnvSetup, arm: str, n_envs: int, seed: int, vec_env_cls: st
         base=spec() if callable(spec) else spec,
         n_envs=n_envs,
         decision_interval=setup.decision_interval,
+        residual_penalty=setup.residual_penalty,
         query_interval=setup.query_interval,
         residual_scale=setup.residual_scale,
         absolute_dims=setup.absolute_dims,
@@ -828,6 +830,8 @@ def _recipe_note(setup: EnvSetup) -> str:
     parts.append("layer-normed critic" if setup.critic_layer_norm else "plain critic")
     if setup.query_interval > 1:
         parts.append(f"base queried every {setup.query_interval} env steps")
+    if setup.residual_penalty > 0:
+        parts.append(f"residual penalty {setup.residual_penalty:g} x mean(residual^2) per env step")
     return ", ".join(parts)
 
 
@@ -999,6 +1003,7 @@ RECIPE_KEYS = (
     "critic_layer_norm",
     "actor_warmup",
     "query_interval",
+    "residual_penalty",
 )
 
 

@@ -55,6 +55,7 @@ RESIDUAL_KEYS = (
     "keep_base_in_obs",
     "residual_map",
     "decision_interval",
+    "residual_penalty",
 )
 OBS_EXTRA_KEYS = ("base_kwargs",)
 

@@ -55,6 +55,7 @@ def make_residual_vec_env(
     base_kwargs: dict[str, Any] | None = None,
     residual_map: ResidualMapLike | None = None,
     decision_interval: int = 1,
+    residual_penalty: float = 0.0,
 ) -> VecEnv:
     """Build ``n_envs`` copies of an env, batch the frozen base over them, and expose a residual action space.
 
@@ -83,6 +84,8 @@ def make_residual_vec_env(
         :class:`~sb3_vla.wrappers.residual_map.ResidualMap`.
     :param decision_interval: env steps per agent decision: the residual is held over them and their rewards summed
         (chunk-level residual), see :class:`~sb3_vla.wrappers.ResidualActionWrapper`.
+    :param residual_penalty: reward cost per env step of a full-scale residual, see
+        :class:`~sb3_vla.wrappers.ResidualActionWrapper`.
     :return: the vectorised residual env.
 
     Example::
@@ -131,4 +134,5 @@ def make_residual_vec_env(
         keep_base_in_obs=keep_base_in_obs,
         residual_map=residual_map,
         decision_interval=decision_interval,
+        residual_penalty=residual_penalty,
     )

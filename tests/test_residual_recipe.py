@@ -337,3 +337,26 @@ def test_replay_buffer_callback_swaps_in_the_residual_buffer_and_keeps_stored_tr
         cb = ResidualReplayBufferCallback()
         cb.init_callback(PPO("MultiInputPolicy", env, n_steps=8, batch_size=8))
         cb.on_training_start({}, {})
+
+
+def test_residual_penalty_costs_reward_per_env_step_and_leaves_the_monitor_alone() -> None:
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from sb3_vla import VecResidualActionWrapper, VecVLAObservationWrapper
+
+    raw = DummyVecEnv([lambda: CountingEnv(horizon=100)])
+    env = VecResidualActionWrapper(
+        VecVLAObservationWrapper(raw, _half_base()), 0.25, decision_interval=2, residual_penalty=0.5
+    )
+    env.reset()
+    _, rewards, _, _ = env.step(np.array([[0.5]], np.float32))
+    assert rewards[0] == pytest.approx(2 * (1.0 - 0.5 * 0.25))  # two env steps, each 1 - 0.5 * 0.5**2
+    _, rewards, _, _ = env.step(np.array([[0.0]], np.float32))
+    assert rewards[0] == pytest.approx(2.0)  # the pure base costs nothing
+    single = ResidualActionWrapper(
+        VLAObservationWrapper(CountingEnv(), base=_half_base()), residual_scale=0.25, residual_penalty=0.5
+    )
+    single.reset(seed=0)
+    assert single.step(np.array([-1.0], np.float32))[1] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="residual_penalty"):
+        ResidualActionWrapper(VLAObservationWrapper(CountingEnv(), base=_half_base()), residual_penalty=-1.0)

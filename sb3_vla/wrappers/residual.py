@@ -78,7 +78,14 @@ class _ResidualCore:
         override_dims: Sequence[int] = (),
         residual_map: ResidualMapLike | None = None,
         decision_interval: int = 1,
+        residual_penalty: float = 0.0,
     ) -> None:
+        if not np.isfinite(residual_penalty) or residual_penalty < 0:
+            raise ValueError(
+                f"residual_penalty must be >= 0 (reward cost per env step of a full-scale residual), got "
+                f"{residual_penalty}"
+            )
+        self.residual_penalty = float(residual_penalty)
         if isinstance(decision_interval, bool) or not isinstance(decision_interval, int | np.integer):
             raise TypeError(
                 f"decision_interval must be an int (env steps per agent decision), got {decision_interval!r}"
@@ -147,6 +154,10 @@ class _ResidualCore:
             scale = np.broadcast_to(scale, (self.dim,)).copy()
             scale[self.override_dims] = (self.high - self.low)[self.override_dims]
         return scale
+
+    def penalty(self, residual: np.ndarray) -> np.ndarray:
+        """Reward cost per env step of executing ``residual`` ``(n, dim)``: ``residual_penalty * mean(residual**2)``."""
+        return (self.residual_penalty * np.mean(np.square(residual, dtype=np.float64), axis=-1)).astype(np.float32)
 
     def compose(self, base: np.ndarray, residual: np.ndarray) -> np.ndarray:
         residual = np.asarray(residual, dtype=np.float32)
@@ -235,6 +246,9 @@ class ResidualActionWrapper(_ExplorationMixin, gym.Wrapper, gym.utils.RecordCons
         ``"package.module:Name"``): the residual then has the map's size and ``residual_scale`` is in its units, e.g.
         ``"sb3_vla.envs.garment_fold:PinchResidualMap"`` (pinch-point offsets in metres on GarmentFold's joints).
     :param decision_interval: env steps per agent decision (chunk-level residual).
+    :param residual_penalty: subtracted from every env step's reward, times the mean square of the executed
+        residual (in ``[-1, 1]`` units): the critic then prefers the pure base unless a correction pays for itself.
+        The Monitor below this wrapper, and evaluations, see the env's own reward.
 
     Example:
 
@@ -257,6 +271,7 @@ class ResidualActionWrapper(_ExplorationMixin, gym.Wrapper, gym.utils.RecordCons
         override_dims: Sequence[int] = (),
         residual_map: ResidualMapLike | None = None,
         decision_interval: int = 1,
+        residual_penalty: float = 0.0,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self,
@@ -267,6 +282,7 @@ class ResidualActionWrapper(_ExplorationMixin, gym.Wrapper, gym.utils.RecordCons
             keep_base_in_obs=keep_base_in_obs,
             residual_map=residual_map,
             decision_interval=decision_interval,
+            residual_penalty=residual_penalty,
         )
         gym.Wrapper.__init__(self, env)
         self.core = _ResidualCore(
@@ -278,6 +294,7 @@ class ResidualActionWrapper(_ExplorationMixin, gym.Wrapper, gym.utils.RecordCons
             override_dims,
             residual_map,
             decision_interval,
+            residual_penalty,
         )
         assert isinstance(env.observation_space, spaces.Dict)
         self.observation_space = self.core.agent_space(env.observation_space, keep_base_in_obs)
@@ -298,13 +315,14 @@ class ResidualActionWrapper(_ExplorationMixin, gym.Wrapper, gym.utils.RecordCons
     def step(self, action: np.ndarray) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
         gated, applied = self.core.gate(np.asarray(action, dtype=np.float32).reshape(1, -1))
         residual = gated[0]
+        cost = float(self.core.penalty(gated)[0])
         total = 0.0
         for _ in range(self.core.decision_interval):
             base = self._base_action
             executed = self.core.compose(base, residual)
             obs, reward, terminated, truncated, info = self.env.step(executed)
             self.core.num_steps += 1
-            total += float(reward)
+            total += float(reward) - cost
             agent_obs = self._agent_obs(obs)
             if terminated or truncated:
                 break
@@ -312,7 +330,8 @@ class ResidualActionWrapper(_ExplorationMixin, gym.Wrapper, gym.utils.RecordCons
         info[RESIDUAL_INFO_KEY] = residual
         info[APPLIED_INFO_KEY] = bool(applied[0])
         info["executed_action"] = executed
-        return agent_obs, total if self.core.decision_interval > 1 else reward, terminated, truncated, info
+        keep = self.core.decision_interval == 1 and cost == 0.0  # the env's own reward object, untouched
+        return agent_obs, reward if keep else total, terminated, truncated, info
 
 
 class VecResidualActionWrapper(_ExplorationMixin, VecEnvWrapper):
@@ -341,6 +360,7 @@ class VecResidualActionWrapper(_ExplorationMixin, VecEnvWrapper):
         override_dims: Sequence[int] = (),
         residual_map: ResidualMapLike | None = None,
         decision_interval: int = 1,
+        residual_penalty: float = 0.0,
     ) -> None:
         self.core = _ResidualCore(
             venv.observation_space,
@@ -351,6 +371,7 @@ class VecResidualActionWrapper(_ExplorationMixin, VecEnvWrapper):
             override_dims,
             residual_map,
             decision_interval,
+            residual_penalty,
         )
         assert isinstance(venv.observation_space, spaces.Dict)
         super().__init__(
@@ -406,12 +427,13 @@ class VecResidualActionWrapper(_ExplorationMixin, VecEnvWrapper):
         total = np.zeros(n, dtype=np.float32)
         out_dones = np.zeros(n, dtype=bool)
         out_infos: list[dict[str, Any]] = [{} for _ in range(n)]
+        cost = self.core.penalty(self._gated)
         for j in range(self.core.decision_interval):
             obs, rewards, dones, infos = self.venv.step_wait()
             self.core.num_steps += n
             self._annotate(infos)
             active = ~out_dones
-            total[active] += np.asarray(rewards, dtype=np.float32)[active]
+            total[active] += np.asarray(rewards, dtype=np.float32)[active] - cost[active]
             for i in np.flatnonzero(active):
                 out_infos[i] = infos[i]
             out_dones |= active & np.asarray(dones, dtype=bool)
