@@ -203,3 +203,4 @@ class ZeroResidualInitCallback(BaseCallback):
 
 
 # Strategy 4, fine-tuning the VLA's own heads with PPO: its own module, re-exported for zoo YAML `policy:` names.
+from sb3_vla.finetune_policy import VLAActorCriticPolicy as VLAActorCriticPolicy  # noqa: E402
