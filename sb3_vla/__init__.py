@@ -11,6 +11,7 @@ from sb3_vla.policies import (
     ResidualTQCPolicy,
     ZeroResidualInitCallback,
 )
+from sb3_vla.threads import apply_zoo_thread_default
 from sb3_vla.vla import BaseModel, CallableBase, EnvScriptedBase, VLABatch, ZeroBase, make_base, register_base
 from sb3_vla.wrappers import (
     ResidualActionWrapper,
@@ -22,6 +23,7 @@ from sb3_vla.wrappers import (
 __version__ = "0.1.0"
 
 register_envs()
+apply_zoo_thread_default()  # one torch thread under rl-zoo's CLI unless the user chose (sb3_vla/threads.py)
 
 __all__ = [
     "BaseModel",

@@ -19,11 +19,15 @@ mid-save leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import random
 import shutil
 import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +42,58 @@ from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecNormalize
 
 _BUFFER_FIELDS = ("actions", "rewards", "dones", "timeouts")
+_RB = "replay_buffer.npz"
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupted, or does not match the env/algorithm it is loaded into."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint's files are missing, truncated or unreadable (an older checkpoint may still be good)."""
+
+
+class DiskFullError(OSError):
+    """A save failed for lack of space; the message names the folder and its free space."""
+
+
+_WRITE_FAILURES = ("No space left", "file write failed", "inline_container", "Disk quota")
+
+
+def _free_space(folder: Path) -> str:
+    for p in (folder, *folder.parents):
+        with contextlib.suppress(OSError):
+            return f"{shutil.disk_usage(p).free / 2**20:.1f} MiB free"
+    return "free space unknown"
+
+
+@contextlib.contextmanager
+def guard_write(folder: str | Path, what: str) -> Iterator[None]:
+    """Turn a failed write under ``folder`` (``OSError`` ENOSPC / EDQUOT, or torch's ``RuntimeError`` from its zip
+    writer) into a :class:`DiskFullError` naming ``what``, the folder and the space left.
+
+    >>> with guard_write("/tmp", "a note"):
+    ...     pass
+    """
+    folder = Path(folder)
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"no space left on device while saving {what} to {str(folder)!r} ({_free_space(folder)}); free some "
+            f"space or pass --log-folder on a disk with room ({e})",
+        ) from e
+    except RuntimeError as e:
+        if not any(s in str(e) for s in _WRITE_FAILURES):
+            raise
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"writing {what} to {str(folder)!r} failed ({_free_space(folder)}; torch: {str(e).splitlines()[0]}); "
+            "the disk is probably full: free some space or pass --log-folder on a disk with room",
+        ) from e
 
 
 def _space_repr(space: Any) -> str:
@@ -128,6 +180,15 @@ def save_checkpoint(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{model.num_timesteps:012d}"
+    with guard_write(root, f"the checkpoint at step {model.num_timesteps}"):
+        final = _write_checkpoint(model, root, name, config, extra_meta)
+    _prune(root, keep)
+    return final
+
+
+def _write_checkpoint(
+    model: BaseAlgorithm, root: Path, name: str, config: dict[str, Any] | None, extra_meta: dict[str, Any] | None
+) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{name}-"))
     try:
         state_dicts, variables = model._get_torch_save_params()
@@ -173,7 +234,6 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _prune(root, keep)
     return final
 
 
@@ -214,18 +274,25 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     try:
         return json.loads((path / "meta.json").read_text())
     except FileNotFoundError as e:
-        raise CheckpointError(f"no checkpoint at {str(path)!r} (meta.json missing)") from e
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupted (meta.json: {e})") from e
+        raise CorruptCheckpointError(f"no checkpoint at {str(path)!r} (meta.json missing)") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptCheckpointError(f"checkpoint {str(path)!r} is corrupted (meta.json: {e})") from e
 
 
-def load_checkpoint(model: BaseAlgorithm, path: str | Path) -> dict[str, Any]:
-    """Restore a checkpoint into a freshly built ``model`` (same algorithm, env and hyperparameters).
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` (read in full here, so a truncated file fails before anything is restored)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: np.asarray(data[k]) for k in data.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        raise CorruptCheckpointError(
+            f"{str(path)!r} is truncated or corrupted ({type(e).__name__}: {e}); resume falls back to an older "
+            "checkpoint when there is one"
+        ) from e
 
-    :raises CheckpointError: when files are missing or corrupted, or spaces/algorithm differ.
-    :return: the checkpoint's metadata.
-    """
-    path = Path(path)
+
+def _read_checkpoint(model: BaseAlgorithm, path: Path) -> dict[str, Any]:
+    """Read and check every file of a checkpoint without touching ``model``."""
     meta = read_meta(path)
     for key, current in (
         ("algo", type(model).__name__),
@@ -240,13 +307,39 @@ def load_checkpoint(model: BaseAlgorithm, path: str | Path) -> dict[str, Any]:
     try:
         params = th.load(path / "params.pt", map_location=get_device(model.device), weights_only=True)
     except FileNotFoundError as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} has no params.pt") from e
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupted (params.pt: {e})") from e
+        raise CorruptCheckpointError(f"checkpoint {str(path)!r} has no params.pt") from e
+    except Exception as e:  # truncated zips and pickles fail in many ways
+        raise CorruptCheckpointError(f"checkpoint {str(path)!r} is corrupted (params.pt: {e})") from e
+    out: dict[str, Any] = {"meta": meta, "params": params}
+    if isinstance(model, OffPolicyAlgorithm) and model.replay_buffer is not None and (path / _RB).is_file():
+        out["buffer"] = _read_npz(path / _RB)
+    if model.get_vec_normalize_env() is not None and (path / "vecnormalize.npz").is_file():
+        out["vecnormalize"] = _read_npz(path / "vecnormalize.npz")
+    if (path / "rng.pt").is_file():
+        try:
+            out["rng"] = th.load(path / "rng.pt", weights_only=True)
+        except Exception as e:
+            raise CorruptCheckpointError(f"checkpoint {str(path)!r} is corrupted (rng.pt: {e})") from e
+    return out
+
+
+def load_checkpoint(model: BaseAlgorithm, path: str | Path) -> dict[str, Any]:
+    """Restore a checkpoint into a freshly built ``model`` (same algorithm, env and hyperparameters).
+
+    Every file is read and checked before ``model`` is changed, so a failed load leaves it as built.
+
+    :raises CorruptCheckpointError: when files are missing, truncated or corrupted.
+    :raises CheckpointError: when spaces/algorithm differ.
+    :return: the checkpoint's metadata.
+    """
+    path = Path(path)
+    data = _read_checkpoint(model, path)
+    params = data["params"]
     state_dicts, variables = model._get_torch_save_params()
     for sd_name in state_dicts:
         if f"sd:{sd_name}" not in params:
-            raise CheckpointError(f"checkpoint {str(path)!r} lacks the state of {sd_name!r}")
+            raise CorruptCheckpointError(f"checkpoint {str(path)!r} lacks the state of {sd_name!r}")
+    for sd_name in state_dicts:
         try:
             _getattr(model, sd_name).load_state_dict(params[f"sd:{sd_name}"])
         except (RuntimeError, ValueError, KeyError) as e:
@@ -255,27 +348,64 @@ def load_checkpoint(model: BaseAlgorithm, path: str | Path) -> dict[str, Any]:
         if f"var:{var_name}" in params:
             with th.no_grad():
                 _getattr(model, var_name).copy_(params[f"var:{var_name}"])
-    if isinstance(model, OffPolicyAlgorithm) and model.replay_buffer is not None:
-        rb = path / "replay_buffer.npz"
-        if rb.is_file():
-            with np.load(rb, allow_pickle=False) as data:
-                _restore_buffer(model.replay_buffer, data)
+    if "buffer" in data:
+        try:
+            _restore_buffer(model.replay_buffer, data["buffer"])  # type: ignore[attr-defined]
+        except KeyError as e:
+            raise CorruptCheckpointError(f"{str(path / _RB)!r} lacks the array {e}") from e
     venv = model.get_vec_normalize_env()
-    if venv is not None and (path / "vecnormalize.npz").is_file():
-        with np.load(path / "vecnormalize.npz", allow_pickle=False) as data:
-            _restore_vecnormalize(venv, data)
-    if (path / "rng.pt").is_file():
-        rng = th.load(path / "rng.pt", weights_only=True)
+    if venv is not None and "vecnormalize" in data:
+        _restore_vecnormalize(venv, data["vecnormalize"])
+    if "rng" in data:
+        rng = data["rng"]
         random.setstate(_tuple_state(json.loads(rng["python"])))
         kind, keys, pos, has_gauss, cached = json.loads(rng["numpy"])
         np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
         th.set_rng_state(rng["torch"])
+    meta = data["meta"]
     model.num_timesteps = int(meta["num_timesteps"])
     if hasattr(model, "_episode_num"):
         model._episode_num = int(meta.get("episode_num", 0))
     if hasattr(model, "_n_updates"):
         model._n_updates = int(meta.get("n_updates", 0))
     return meta
+
+
+def load_latest_checkpoint(
+    model: BaseAlgorithm, root: str | Path, log: Callable[[str], None] = print
+) -> tuple[Path, dict[str, Any]]:
+    """Restore the newest good checkpoint under ``root``: a truncated or corrupted one is renamed
+    ``corrupt-<name>`` (kept for inspection, out of the way of later saves) and the previous one is tried, and
+    ``log`` says so.
+
+    :raises CheckpointError: when there is no checkpoint, or none can be read (each failure listed).
+    :return: the checkpoint folder and its metadata.
+    """
+    root = Path(root)
+    newest = latest_checkpoint(root)
+    candidates = sorted((p for p in root.glob("step_*") if p.is_dir()), reverse=True)
+    if newest is not None and newest in candidates:
+        candidates.remove(newest)
+        candidates.insert(0, newest)
+    if not candidates:
+        raise CheckpointError(f"no checkpoint under {str(root)!r}")
+    failures: list[str] = []
+    for path in candidates:
+        try:
+            meta = load_checkpoint(model, path)
+        except CorruptCheckpointError as e:
+            failures.append(str(e))
+            moved = path.with_name(f"corrupt-{path.name}")
+            with contextlib.suppress(OSError):
+                shutil.rmtree(moved, ignore_errors=True)
+                path.rename(moved)
+            log(f"warning: {e}; kept as {moved.name}, falling back to the previous checkpoint")
+            continue
+        if failures:
+            _atomic_write_text(root / "latest", path.name + "\n")
+            log(f"Using the older checkpoint {path} (step {meta['num_timesteps']})")
+        return path, meta
+    raise CheckpointError(f"no readable checkpoint under {str(root)!r}: " + "; ".join(failures))
 
 
 def _tuple_state(state: Any) -> Any:

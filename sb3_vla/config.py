@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch as th
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
-from torch import nn
+
+from sb3_vla.literal import parse_config_string
 
 OBS_WRAPPER_NAMES = ("sb3_vla.wrappers.VLAObservationWrapper", "sb3_vla.wrappers.observation.VLAObservationWrapper")
 RESIDUAL_WRAPPER_NAMES = ("sb3_vla.wrappers.ResidualActionWrapper", "sb3_vla.wrappers.residual.ResidualActionWrapper")
@@ -110,10 +109,13 @@ def parse_key_values(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def load_hyperparams(conf_file: str | Path | None, env_id: str) -> tuple[dict[str, Any], str | None]:
+def load_hyperparams(
+    conf_file: str | Path | None, env_id: str, required: bool = False
+) -> tuple[dict[str, Any], str | None]:
     """Read the entry for ``env_id`` from a zoo YAML; return ``(hyperparams, source)``.
 
-    A missing entry gives ``{}`` (SB3 defaults) with ``source=None``; a broken file raises ``ValueError``.
+    A missing entry gives ``{}`` (SB3 defaults) with ``source=None``, or with ``required`` (a ``--conf-file`` the
+    user named) a ``ValueError`` listing the file's env ids; a broken file raises ``ValueError``.
     """
     if conf_file is None:
         return {}, None
@@ -124,11 +126,18 @@ def load_hyperparams(conf_file: str | Path | None, env_id: str) -> tuple[dict[st
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ValueError(f"conf file {str(path)!r} is not valid YAML: {e}") from e
-    if data is None:
+    if data is None and not required:
         return {}, None
     if not isinstance(data, dict):
         raise ValueError(f"conf file {str(path)!r} must map env ids to hyperparameters, got {type(data).__name__}")
     if env_id not in data:
+        if required:
+            close = difflib.get_close_matches(env_id, [str(k) for k in data], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"conf file {str(path)!r} has no entry for {env_id!r}{hint}; it has {sorted(map(str, data))}. Add an "
+                f"entry '{env_id}:' or drop --conf-file to train with SB3 defaults"
+            )
         return {}, None
     entry = data[env_id] or {}
     if not isinstance(entry, dict):
@@ -243,6 +252,7 @@ def resolve(
     if base is not None:
         obs_kwargs = {} if obs_kwargs is None else obs_kwargs
         obs_kwargs["base"] = base
+    _check_wrappers(env_id, others, obs_kwargs, res_kwargs)
     if obs_kwargs is not None and "base" not in obs_kwargs:
         raise ValueError(f"{env_id}: VLAObservationWrapper needs a base (give --base SPEC or base: in the YAML)")
     if res_kwargs is not None and obs_kwargs is None:
@@ -271,10 +281,14 @@ def resolve(
     if saved_wrappers:
         saved["env_wrapper"] = saved_wrappers
 
-    steps = n_timesteps if n_timesteps is not None and n_timesteps > 0 else hp.pop("n_timesteps", None)
+    if n_timesteps is not None and n_timesteps <= 0:
+        raise ValueError(f"-n {n_timesteps}: the training budget must be a positive number of env steps (-n 10000)")
+    steps = n_timesteps if n_timesteps is not None else hp.pop("n_timesteps", None)
     hp.pop("n_timesteps", None)
     if steps is None:
         raise ValueError(f"no n_timesteps for {env_id}: pass -n STEPS or set n_timesteps in the YAML")
+    if float(steps) <= 0:
+        raise ValueError(f"{env_id}: n_timesteps must be > 0, got {steps!r}")
     saved["n_timesteps"] = int(float(steps))
     n_envs = int(hp.pop("n_envs", 1))
     if n_envs < 1:
@@ -290,14 +304,17 @@ def resolve(
     callbacks = _wrapper_list(hp.pop("callback", None))
     vec_wrappers = _wrapper_list(hp.pop("vec_env_wrapper", None))
     env_kwargs = hp.pop("env_kwargs", None) or {}
-    if isinstance(env_kwargs, str):
-        env_kwargs = eval(env_kwargs)  # rl-zoo semantics for trusted config strings
+    env_kwargs = parse_config_string(env_kwargs, "env_kwargs")
+    if not isinstance(env_kwargs, dict):
+        raise ValueError(f"{env_id}: env_kwargs must be a mapping, got {env_kwargs!r}")
     if hp.pop("frame_stack", None):
         raise ValueError("frame_stack is not supported by sb3_vla.train; stack frames in an env_wrapper instead")
     hp.pop("monitor_kwargs", None)
     for key in ("policy_kwargs", "replay_buffer_kwargs"):
-        if isinstance(hp.get(key), str):
-            hp[key] = eval(hp[key], {"th": th, "nn": nn, "np": np})  # rl-zoo's scope for these strings
+        if key in hp:
+            hp[key] = parse_config_string(hp[key], key)
+            if hp[key] is not None and not isinstance(hp[key], dict):
+                raise ValueError(f"{env_id}: {key} must be a mapping such as dict(net_arch=[64, 64]), got {hp[key]!r}")
     if isinstance(hp.get("replay_buffer_class"), str):
         hp["replay_buffer_class"] = import_object(hp["replay_buffer_class"])
     noise_type = hp.pop("noise_type", None)
@@ -327,9 +344,50 @@ def resolve(
     )
 
 
+def _check_kwargs(env_id: str, name: str, cls: Any, kwargs: dict[str, Any], skip: tuple[str, ...]) -> None:
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = sorted(n for n, p in params.items() if n not in skip and p.kind is not inspect.Parameter.VAR_POSITIONAL)
+    unknown = [k for k in kwargs if k not in valid]
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, valid, n=1) for k in unknown}
+        hint = ", ".join(f"{k!r}" + (f" (did you mean {v[0]!r}?)" if v else "") for k, v in hints.items())
+        raise ValueError(f"{env_id}: env_wrapper {name}: unknown kwarg(s) {hint}; it takes {valid}")
+
+
+def _check_wrappers(
+    env_id: str,
+    others: list[tuple[str, dict[str, Any]]],
+    obs_kwargs: dict[str, Any] | None,
+    res_kwargs: dict[str, Any] | None,
+) -> None:
+    """Name a misspelt wrapper class (did you mean one of ours?) and misspelt wrapper kwargs, before any env."""
+    from sb3_vla.wrappers import VecResidualActionWrapper, VecVLAObservationWrapper
+
+    ours = [*OBS_WRAPPER_NAMES, *RESIDUAL_WRAPPER_NAMES]
+    for name, kwargs in others:
+        try:
+            cls = import_object(name)
+        except ValueError as e:
+            close = difflib.get_close_matches(name, ours, n=1, cutoff=0.8)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{env_id}: env_wrapper {name!r} cannot be imported ({e}){hint}") from e
+        _check_kwargs(env_id, name, cls, kwargs, ("self", "env"))
+    if obs_kwargs is not None:
+        _check_kwargs(env_id, OBS_WRAPPER, VecVLAObservationWrapper, obs_kwargs, ("self", "venv"))
+    if res_kwargs is not None:
+        _check_kwargs(env_id, RESIDUAL_WRAPPER, VecResidualActionWrapper, res_kwargs, ("self", "venv"))
+
+
 def _check_types(hp: dict[str, Any], algo_cls: type, env_id: str) -> None:
+    """Check each value against the type of the constructor default, naming the key; numeric strings such as
+    ``"1e6"`` (YAML 1.1 reads them as strings) become numbers, integral ones for integer arguments."""
     params = inspect.signature(algo_cls).parameters
-    for key, value in hp.items():
+    for key, value in list(hp.items()):
         if key in ("n_timesteps", "n_envs"):
             ok = isinstance(value, int | float) or (isinstance(value, str) and _is_number(value))
             if not ok or isinstance(value, bool):
@@ -340,11 +398,25 @@ def _check_types(hp: dict[str, Any], algo_cls: type, env_id: str) -> None:
             continue
         default = p.default
         numeric = isinstance(value, int | float) and not isinstance(value, bool)
-        numeric_str = isinstance(value, str) and (value.startswith("lin_") or _is_number(value))
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ValueError(f"{env_id}: {key} must be true or false, got {value!r}")
-        if not isinstance(default, bool) and isinstance(default, int | float) and not (numeric or numeric_str):
-            raise ValueError(f"{env_id}: {key} must be a number, got {value!r}")
+        numeric_str = isinstance(value, str) and _is_number(value)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{env_id}: {key} must be true or false, got {value!r}")
+        elif isinstance(default, int):
+            if key == "train_freq" and isinstance(value, list | tuple):
+                continue  # [1, "episode"]
+            if not (numeric or numeric_str):
+                raise ValueError(f"{env_id}: {key} must be an integer, got {value!r} ({type(value).__name__})")
+            number = float(value)
+            if number != int(number):
+                raise ValueError(f"{env_id}: {key} must be an integer, got {value!r}")
+            hp[key] = int(number)
+        elif isinstance(default, float):
+            lin = isinstance(value, str) and value.startswith("lin_")
+            if not (numeric or numeric_str or lin or callable(value)):
+                raise ValueError(f"{env_id}: {key} must be a number, got {value!r} ({type(value).__name__})")
+            if numeric_str:
+                hp[key] = float(value)
 
 
 def _is_number(value: str) -> bool:
@@ -356,8 +428,7 @@ def _is_number(value: str) -> bool:
 
 
 def _normalize(value: Any, kwargs: Any, gamma: Any) -> dict[str, Any] | None:
-    if isinstance(value, str):
-        value = eval(value)  # rl-zoo semantics: "dict(norm_obs=True, norm_reward=False)"
+    value = parse_config_string(value, "normalize")  # rl-zoo: "dict(norm_obs=True, norm_reward=False)"
     if isinstance(value, dict):
         out = dict(value)
     elif value:

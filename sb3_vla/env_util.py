@@ -45,7 +45,7 @@ def make_residual_vec_env(
     action_adapter: ActionAdapterLike | str | None = None,
     seed: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
-    vec_env_cls: type[DummyVecEnv] | type[SubprocVecEnv] | str | None = None,
+    vec_env_cls: type[VecEnv] | str | None = None,
     monitor_dir: str | None = None,
     wrapper_class: Callable[[gym.Env], gym.Env] | None = None,
     drop_keys: Sequence[str] = (),
@@ -72,7 +72,8 @@ def make_residual_vec_env(
     :param action_adapter: maps base actions into the env's action space when shapes differ.
     :param seed: seed of the first env (env ``i`` gets ``seed + i``).
     :param env_kwargs: keyword arguments for the env constructor.
-    :param vec_env_cls: ``DummyVecEnv`` (default), ``SubprocVecEnv``, or ``"dummy"`` / ``"subproc"``.
+    :param vec_env_cls: ``DummyVecEnv`` (default), ``SubprocVecEnv``, :class:`~sb3_vla.ray.RayVecEnv`, or
+        ``"dummy"`` / ``"subproc"`` / ``"ray"`` (envs in Ray actors; ``pip install -e ".[ray]"``).
     :param monitor_dir: where Monitor writes its CSV files.
     :param wrapper_class: a per-env wrapper applied after Monitor.
     :param drop_keys: raw observation keys hidden from the agent (the base still sees them).
@@ -103,16 +104,20 @@ def make_residual_vec_env(
             f"e.g. one of: {', '.join(sorted(k for k in gym.registry if not k.startswith('ALE/'))[:12])} ..."
         )
     if isinstance(vec_env_cls, str):
-        classes: dict[str, type[DummyVecEnv] | type[SubprocVecEnv]] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
+        classes: dict[str, type[VecEnv]] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
+        if vec_env_cls == "ray":  # sb3_vla.ray.RayVecEnv; a missing Ray raises an ImportError naming the extra
+            from sb3_vla.ray import ray_vec_env_class
+
+            classes["ray"] = ray_vec_env_class("vec_env_cls='ray'")
         if vec_env_cls not in classes:
-            raise ValueError(f"vec_env_cls must be 'dummy' or 'subproc', got {vec_env_cls!r}")
+            raise ValueError(f"vec_env_cls must be 'dummy', 'subproc' or 'ray', got {vec_env_cls!r}")
         vec_env_cls = classes[vec_env_cls]
     venv = make_vec_env(
         env_factory(env_id),
         n_envs=n_envs,
         seed=seed,
         env_kwargs=env_kwargs,
-        vec_env_cls=vec_env_cls,
+        vec_env_cls=vec_env_cls,  # type: ignore[arg-type]  # SB3 annotates its two classes; any VecEnv class works
         monitor_dir=monitor_dir,
         wrapper_class=wrapper_class,
     )

@@ -28,16 +28,17 @@ import numpy as np
 import torch as th
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 
 import sb3_vla  # noqa: F401 - registers the env ids
+from sb3_vla.base_cost import BaseCostCallback
 from sb3_vla.callbacks import VLAStatsCallback
-from sb3_vla.checkpoint import CheckpointCallback, latest_checkpoint, load_checkpoint, save_checkpoint
+from sb3_vla.checkpoint import CheckpointCallback, DiskFullError, load_latest_checkpoint, save_checkpoint
 from sb3_vla.config import (
     ResolvedConfig,
     algorithms,
@@ -47,6 +48,12 @@ from sb3_vla.config import (
     parse_key_values,
     resolve,
 )
+from sb3_vla.env_util import env_factory
+from sb3_vla.evaluation import FixedSeedEvalCallback, run_summary
+from sb3_vla.run_checks import check_action_space, check_device, check_env_kwargs, warn_no_updates
+from sb3_vla.run_folder import frozen_config, resume_args, save_model_files
+from sb3_vla.vla.base import BaseModel
+from sb3_vla.vla.shared import SharedBase, can_share
 from sb3_vla.wrappers import BaseModelError, VecResidualActionWrapper, VecVLAObservationWrapper
 
 
@@ -54,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sb3_vla.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--algo", required=False, default="sac", choices=sorted(algorithms()), help="RL algorithm")
     p.add_argument("--env", required=False, help="gymnasium env id (e.g. GarmentFold-v0, Pendulum-v1)")
-    p.add_argument("-n", "--n-timesteps", type=int, default=-1, help="total env steps (overrides the YAML)")
+    p.add_argument("-n", "--n-timesteps", type=int, default=None, help="total env steps (overrides the YAML; > 0)")
     p.add_argument(
         "--conf-file", default=None, help="rl-zoo-format YAML keyed by env id (default zoo_configs/<algo>.yml)"
     )
@@ -66,12 +73,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--log-folder", default="logs")
     p.add_argument("-params", "--hyperparams", nargs="+", default=None, metavar="KEY:VALUE", help="overrides")
     p.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY:VALUE", help="env constructor kwargs")
-    p.add_argument("--vec-env", choices=["dummy", "subproc"], default="dummy")
+    p.add_argument(
+        "--vec-env",
+        choices=["auto", "dummy", "subproc", "ray"],
+        default="auto",
+        help="how the training envs run: auto (default) = subproc when n_envs > 1 and more than one core is free, "
+        "else dummy (in this process); ray = one Ray actor per env (pip install -e '.[ray]')",
+    )
     p.add_argument("--eval-freq", type=int, default=10_000, help="evaluate every N env steps (<= 0: never)")
-    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=20,
+        help="episodes per evaluation, the same seeded ones every time (20: 5 points of success each)",
+    )
+    p.add_argument("--eval-seed", type=int, default=None, help="reset seed of the first eval episode (seed + 10000)")
     p.add_argument("--n-eval-envs", type=int, default=1)
     p.add_argument("--save-freq", type=int, default=10_000, help="checkpoint every N env steps (<= 0: never)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="on --resume: take the YAML / -params as they are now even where they differ from the run's config",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="on --resume: allow a run folder whose saved config loads files with trust_remote_code",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     p.add_argument(
         "--num-threads",
@@ -101,6 +130,12 @@ def add_tune_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--n-evaluations", type=int, default=4, help="evaluations per trial (pruning points)")
     p.add_argument("--max-total-trials", type=int, default=None, help="stop when the study has this many trials")
     p.add_argument("--best-yaml", default=None, help="write the best trial here (default <log>/<algo>/<env>_best.yml)")
+    p.add_argument(
+        "--final-timesteps",
+        type=int,
+        default=None,
+        help="n_timesteps written into the best-trial YAML (default: the YAML entry's; -n is each trial's budget)",
+    )
     p.add_argument("--heartbeat-interval", type=int, default=60, help="seconds; 0: no heartbeat (RDB storages)")
     p.add_argument("--heartbeat-grace", type=int, default=180, help="seconds before a silent RUNNING trial is FAIL")
     p.add_argument("--query-intervals", type=int, nargs="+", default=None, help="query_interval choices (1 2 4)")
@@ -134,7 +169,34 @@ def check_env_id(env_id: str) -> None:
     )
 
 
+def free_cores() -> int:
+    """Cores this process may use minus the ones already busy (1-minute load average), at least 0."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 1
+    try:
+        busy = int(os.getloadavg()[0] + 0.5)
+    except OSError:
+        busy = 0
+    return max(0, usable - busy)
+
+
+def choose_vec_env(name: str, n_envs: int) -> str:
+    """Resolve ``--vec-env auto``: ``subproc`` (one process per env, envs step in parallel) when there are several
+    envs and more than one free core, else ``dummy``. Other names pass through."""
+    if name != "auto":
+        return name
+    return "subproc" if n_envs > 1 and free_cores() > 1 else "dummy"
+
+
 def _vec_cls(name: str) -> type[DummyVecEnv] | type[SubprocVecEnv]:
+    """``dummy``, ``subproc`` or ``ray`` (:class:`sb3_vla.ray.RayVecEnv`, needing ``pip install -e ".[ray]"``)."""
+    if name == "ray":
+        from sb3_vla.ray import ray_vec_env_class
+
+        # SB3's make_vec_env annotates only its own two classes; any VecEnv class works there
+        return ray_vec_env_class("--vec-env ray")  # type: ignore[return-value]
     return SubprocVecEnv if name == "subproc" else DummyVecEnv
 
 
@@ -159,24 +221,33 @@ def build_vec_env(
     device: str = "auto",
     monitor_dir: str | None = None,
     training: bool = True,
+    base: BaseModel | None = None,
+    monitor_kwargs: dict[str, Any] | None = None,
 ) -> VecEnv:
-    """The env stack of a run: ``make_vec_env`` -> batched VLA wrappers -> VecNormalize (if configured)."""
+    """The env stack of a run: ``make_vec_env`` -> batched VLA wrappers -> VecNormalize (if configured).
+
+    :param base: a ready base instance (e.g. :func:`shared_base` of the train env) instead of building the
+        configured spec again.
+    """
     venv: VecEnv = make_vec_env(
-        cfg.env_id,
+        env_factory(cfg.env_id),
         n_envs=n_envs,
         seed=seed,
         env_kwargs=cfg.env_kwargs,
-        vec_env_cls=_vec_cls(vec_env),
+        vec_env_cls=_vec_cls(choose_vec_env(vec_env, n_envs)),
         monitor_dir=monitor_dir,
         wrapper_class=_per_env_wrapper(cfg.other_wrappers),
+        monitor_kwargs=monitor_kwargs,
     )
     if cfg.obs_wrapper_kwargs is not None:
         kwargs = dict(cfg.obs_wrapper_kwargs)
-        base = kwargs.pop("base")
+        spec = kwargs.pop("base")
         base_kwargs = dict(kwargs.pop("base_kwargs", None) or {})
         if device != "auto":
             base_kwargs.setdefault("device", device)
-        venv = VecVLAObservationWrapper(venv, base, base_kwargs=base_kwargs, **kwargs)
+        if base is not None:
+            spec, base_kwargs = base, {}
+        venv = VecVLAObservationWrapper(venv, spec, base_kwargs=base_kwargs, **kwargs)
         venv = VecResidualActionWrapper(venv, **(cfg.residual_kwargs or {}))
     for name, kwargs in cfg.vec_env_wrappers:
         venv = import_object(name)(venv, **kwargs)
@@ -194,6 +265,18 @@ def build_vec_env(
             kwargs["norm_reward"] = False
         venv = VecNormalize(venv, training=training, **kwargs)
     return venv
+
+
+def shared_base(venv: VecEnv) -> BaseModel | None:
+    """The base of ``venv``'s :class:`VecVLAObservationWrapper`, lent for a second env stack of the same config
+    (:class:`~sb3_vla.vla.shared.SharedBase`: only ``venv`` closes it); ``None`` when ``venv`` has no base or the base
+    keeps per-env state (the second stack then builds its own)."""
+    v: Any = venv
+    while isinstance(v, VecEnvWrapper):
+        if isinstance(v, VecVLAObservationWrapper):
+            return SharedBase(v.base) if can_share(v.base) else None
+        v = v.venv
+    return None
 
 
 def replay_buffer_bytes(env: VecEnv, buffer_size: int, optimize_memory_usage: bool = False) -> int:
@@ -293,7 +376,7 @@ def resolve_from_args(args: argparse.Namespace) -> ResolvedConfig:
     if conf is None:
         candidate = default_conf_dir() / f"{args.algo}.yml"
         conf = candidate if candidate.is_file() else None
-    hyperparams, source = load_hyperparams(conf, args.env)
+    hyperparams, source = load_hyperparams(conf, args.env, required=args.conf_file is not None)
     overrides = parse_key_values(args.hyperparams)
     cfg = resolve(args.algo, args.env, hyperparams, overrides, base=args.base, n_timesteps=args.n_timesteps)
     if args.env_kwargs:
@@ -330,12 +413,19 @@ def train(args: argparse.Namespace) -> Path:
     """Run one training; return the run folder."""
     resume_dir = Path(args.resume) if args.resume else None
     if resume_dir is not None:
-        args = _args_for_resume(args, resume_dir)
+        args = resume_args(args, resume_dir, build_parser().parse_args([]))
     if not args.env:
         raise ValueError("--env is required (e.g. --env GarmentFold-v0)")
     args.env = resolve_env_alias(args.env)
     check_env_id(args.env)
-    cfg = resolve_from_args(args)
+    check_device(args.device)
+    cfg = (
+        resolve_from_args(args)
+        if resume_dir is None
+        else frozen_config(args, resume_dir, resolve_from_args, _yaml_safe)
+    )
+    check_env_kwargs(cfg.env_id, cfg.env_kwargs)
+    warn_no_updates(algorithms()[cfg.algo], cfg.model_kwargs, cfg.n_timesteps)
     configure_threads(getattr(args, "num_threads", -1), args.device)
     set_random_seed(args.seed)
     run_dir = resume_dir or _run_dir(args.log_folder, args.algo, args.env)
@@ -346,17 +436,21 @@ def train(args: argparse.Namespace) -> Path:
         (params_dir / "args.yml").write_text(yaml.safe_dump(_yaml_safe(vars(args)), sort_keys=True))
         (params_dir / "command.txt").write_text(" ".join([sys.executable, "-m", "sb3_vla.train", *sys.argv[1:]]))
 
-    env = build_vec_env(cfg, cfg.n_envs, args.seed, args.vec_env, args.device, str(run_dir / "monitor"))
+    vec_env = choose_vec_env(args.vec_env, cfg.n_envs)
+    if args.verbose and args.vec_env == "auto":
+        print(f"Envs: {cfg.n_envs} x {vec_env} ({free_cores()} free cores; --vec-env dummy|subproc to choose)")
+    monitor_kwargs = {"override_existing": False} if resume_dir is not None else None  # resume appends
+    env = build_vec_env(
+        cfg, cfg.n_envs, args.seed, vec_env, args.device, str(run_dir / "monitor"), monitor_kwargs=monitor_kwargs
+    )
+    check_action_space(cfg.algo, env.action_space, cfg.env_id)
     model = build_model(cfg, env, args.seed, args.device, str(run_dir / "tb"))
     ckpt = CheckpointCallback(
         run_dir / "checkpoints", args.save_freq, config=_yaml_safe(cfg.saved), verbose=args.verbose
     )
     remaining = cfg.n_timesteps
     if resume_dir is not None:
-        last = latest_checkpoint(run_dir / "checkpoints")
-        if last is None:
-            raise ValueError(f"--resume {str(resume_dir)!r}: no checkpoint under {str(run_dir / 'checkpoints')!r}")
-        meta = load_checkpoint(model, last)
+        last, meta = load_latest_checkpoint(model, run_dir / "checkpoints")
         remaining = cfg.n_timesteps - int(meta["num_timesteps"])
         print(f"Resuming from {last} at step {meta['num_timesteps']} ({max(remaining, 0)} steps to go)")
 
@@ -364,19 +458,25 @@ def train(args: argparse.Namespace) -> Path:
     stats = [] if any(isinstance(c, VLAStatsCallback) for c in configured) else [VLAStatsCallback()]
     callbacks: list[BaseCallback] = [ckpt, *stats, *configured]
     eval_env = None
+    eval_cb: FixedSeedEvalCallback | None = None
     if args.eval_freq > 0:
-        eval_env = build_vec_env(cfg, args.n_eval_envs, args.seed + 10_000, "dummy", args.device, training=False)
-        callbacks.append(
-            EvalCallback(
-                eval_env,
-                n_eval_episodes=args.eval_episodes,
-                eval_freq=max(args.eval_freq // cfg.n_envs, 1),
-                log_path=str(run_dir),
-                best_model_save_path=str(run_dir),
-                deterministic=True,
-                verbose=args.verbose,
-            )
+        eval_seed = args.seed + 10_000 if getattr(args, "eval_seed", None) is None else args.eval_seed
+        eval_env = build_vec_env(
+            cfg, args.n_eval_envs, eval_seed, "dummy", args.device, training=False, base=shared_base(env)
         )
+        eval_cb = FixedSeedEvalCallback(
+            eval_env,
+            eval_seed=eval_seed,
+            n_eval_episodes=args.eval_episodes,
+            eval_freq=max(args.eval_freq // cfg.n_envs, 1),
+            log_path=str(run_dir),
+            best_model_save_path=str(run_dir),
+            deterministic=True,
+            verbose=args.verbose,
+        )
+        callbacks.append(eval_cb)
+    cost_cb = BaseCostCallback(eval_env)
+    callbacks.append(cost_cb)
     t0 = time.time()
     interrupted = False
     try:
@@ -390,10 +490,13 @@ def train(args: argparse.Namespace) -> Path:
                     tb_log_name="run",
                 )
             interrupted = ckpt.stop_requested is not None
+            if eval_cb is not None and model.num_timesteps > 0 and not interrupted:
+                eval_cb.evaluate_now()  # the curve and the summary end at the final policy
     except BaseModelError as e:
         path = save_checkpoint(model, run_dir / "checkpoints", _yaml_safe(cfg.saved))
+        hint = str(e).replace("nonfinite='zero'", "-params nonfinite:zero")  # the CLI spelling of the option
         raise BaseModelError(
-            f"{e}\nTraining stopped at step {model.num_timesteps}; checkpoint saved to {path}. "
+            f"{hint}\nTraining stopped at step {model.num_timesteps}; checkpoint saved to {path}. "
             f"Resume with: python -m sb3_vla.train --resume {run_dir}"
         ) from e
     finally:
@@ -403,28 +506,12 @@ def train(args: argparse.Namespace) -> Path:
     if interrupted:
         print(f"Stopped by signal at step {model.num_timesteps}; resume with --resume {run_dir}")
         sys.exit(128 + int(ckpt.stop_requested or 0))
-    model.save(run_dir / params_dir.name)
-    venv = model.get_vec_normalize_env()
-    if venv is not None:
-        venv.save(str(params_dir / "vecnormalize.pkl"))
+    save_model_files(model, run_dir, params_dir, args.verbose)
     save_checkpoint(model, run_dir / "checkpoints", _yaml_safe(cfg.saved))
     if args.verbose:
         print(f"Trained {model.num_timesteps} steps in {time.time() - t0:.0f} s; saved to {run_dir}")
+        print(run_summary(eval_cb, cost_cb))
     return run_dir
-
-
-def _args_for_resume(args: argparse.Namespace, run_dir: Path) -> argparse.Namespace:
-    """Reload a run's arguments; flags given now (n_timesteps) extend them."""
-    found = list(run_dir.glob("*/args.yml"))
-    if not found:
-        raise ValueError(f"--resume {str(run_dir)!r}: not a run folder (no <env>/args.yml inside)")
-    saved = yaml.safe_load(found[0].read_text())
-    merged = argparse.Namespace(**saved)
-    merged.resume = str(run_dir)
-    if args.n_timesteps > 0:
-        merged.n_timesteps = args.n_timesteps
-    merged.progress = args.progress
-    return merged
 
 
 def _yaml_safe(value: Any) -> Any:
@@ -450,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         train(args)
-    except ValueError as e:
+    except (ValueError, DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

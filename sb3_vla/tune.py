@@ -63,6 +63,7 @@ from sb3_vla.config import (
     ResolvedConfig,
     import_object,
     load_hyperparams,
+    parse_config_string,
     parse_key_values,
     residual_policies,
     resolve,
@@ -387,10 +388,7 @@ def _zoo_converter(algo: str) -> Any:
         manager = _find_zoo_manager()
         entry = _zoo_entry(manager) if manager is not None else {}
         policy_kwargs = entry.get("policy_kwargs")
-        if isinstance(policy_kwargs, str):
-            import torch as th
-
-            policy_kwargs = eval(policy_kwargs, {"th": th, "nn": nn, "np": np})  # rl-zoo's scope
+        policy_kwargs = parse_config_string(policy_kwargs, "policy_kwargs")  # data, not eval (rl-zoo evals it)
         wrappers = entry.get("env_wrapper")
         hp = convert_residual_params(params, algo, policy_kwargs, _residual_scale_of(wrappers) if wrappers else None)
         knobs = {k: hp.pop(k) for k in ENV_KNOBS if k in hp}
@@ -560,6 +558,7 @@ class TuneSetup:
     residual_scale: Any
     n_envs: int
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    final_timesteps: int | None = None  # the budget the best configuration is meant to train with
 
     def config(self, params: dict[str, Any]) -> ResolvedConfig:
         """The resolved config of a trial's parameters."""
@@ -572,11 +571,18 @@ class TuneSetup:
         return cfg
 
 
-def _eval_policy_kwargs(value: Any) -> dict[str, Any] | None:
-    if isinstance(value, str):
-        import torch as th
+def _final_timesteps(args: argparse.Namespace, hyperparams: dict[str, Any]) -> int | None:
+    """The training budget the best-trial YAML carries: ``--final-timesteps``, else the YAML entry's
+    ``n_timesteps``, else ``None`` (the trial budget stays)."""
+    final = getattr(args, "final_timesteps", None)
+    if final is not None and int(final) > 0:
+        return int(final)
+    value = hyperparams.get("n_timesteps")
+    return int(float(value)) if value is not None else None
 
-        value = eval(value, {"th": th, "nn": nn, "np": np})  # rl-zoo's scope for these strings
+
+def _eval_policy_kwargs(value: Any) -> dict[str, Any] | None:
+    value = parse_config_string(value, "policy_kwargs")
     return copy.deepcopy(value) if isinstance(value, dict) else None
 
 
@@ -626,6 +632,7 @@ def make_setup(args: argparse.Namespace) -> TuneSetup:
         residual_scale=(cfg.residual_kwargs or {}).get("residual_scale"),
         n_envs=cfg.n_envs,
         env_kwargs=parse_key_values(args.env_kwargs) if args.env_kwargs else {},
+        final_timesteps=_final_timesteps(args, hyperparams),
     )
 
 
@@ -639,11 +646,13 @@ def run_trial(
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import sync_envs_normalization
 
-    from sb3_vla.train import _callbacks, build_model, build_vec_env
+    from sb3_vla.train import _callbacks, build_model, build_vec_env, shared_base
 
     cfg = setup.config(params)
     env = build_vec_env(cfg, cfg.n_envs, setup.seed, setup.vec_env, setup.device)
-    eval_env = build_vec_env(cfg, setup.n_eval_envs, setup.seed + 10_000, "dummy", setup.device, training=False)
+    eval_env = build_vec_env(
+        cfg, setup.n_eval_envs, setup.seed + 10_000, "dummy", setup.device, training=False, base=shared_base(env)
+    )
     try:
         model = build_model(cfg, env, setup.seed, setup.device, tensorboard_log=None)
         eval_freq = max(cfg.n_timesteps // (setup.n_evaluations * cfg.n_envs), 1)
@@ -820,6 +829,8 @@ def best_trial_entry(
                     kwargs["residual_scale"] = [float(f"{s:.6g}") for s in kwargs["residual_scale"]]
     if setup.env_kwargs:
         entry["env_kwargs"] = dict(setup.env_kwargs)
+    if setup.final_timesteps:  # trials run a short -n; the YAML is for the full training
+        entry["n_timesteps"] = int(setup.final_timesteps)
     from sb3_vla.train import _yaml_safe
 
     safe: dict[str, Any] = _yaml_safe(entry)
@@ -863,6 +874,8 @@ def write_best_yaml(study: optuna.Study, setup: TuneSetup, path: str | Path, sto
         + (f" ({_safe_url(storage_url)})" if storage_url else "")
         + f": mean eval return {best.value:.3f} over {setup.eval_episodes} episodes.\n"
         f"# Study command: {study.user_attrs.get('command', '?')}\n"
+        f"# n_timesteps {entry['n_timesteps']} is the intended training budget "
+        f"(--final-timesteps, else the YAML entry's); each trial trained {setup.n_timesteps} steps.\n"
         f"# Use: python -m sb3_vla.train --algo {setup.algo} --env {setup.env_id} --conf-file {path}\n"
         f"#  or: python -m rl_zoo3.train --algo {setup.algo} --env {setup.env_id} --gym-packages sb3_vla "
         f"--conf-file {path}\n"

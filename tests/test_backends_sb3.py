@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from gymnasium import spaces
 from stable_baselines3 import PPO, SAC
 
 from sb3_vla.vla import CallableBase, VLABatch, make_base
+from sb3_vla.vla.backends.sb3_files import ObsNormalizer, UntrustedFileError, save_vec_normalize
 from sb3_vla.vla.backends.sb3_policy import SB3PolicyBase
 from sb3_vla.wrappers.residual_math import compose_action
 
@@ -94,17 +94,23 @@ def test_residual_spec_with_inner_spec_and_vec_normalize(zips: dict[str, Path], 
     for _ in range(30):
         venv.step(np.random.default_rng(0).uniform(-1, 1, (1, 2)).astype(np.float32))
     venv.save(str(z.parent / "vecnormalize.pkl"))
+    save_vec_normalize(venv, z.parent / "vecnormalize.npz")
     try:
-        normed = make_base(spec, action_space=ACT_SPACE, device="cpu")
-        assert normed.vec_normalize is not None
-        with open(z.parent / "vecnormalize.pkl", "rb") as f:
-            vn = pickle.load(f)
-        obs = vn.normalize_obs({"state": batch.obs["state"], "vla_action": np.zeros((4, 2), np.float32)})
+        obs = venv.normalize_obs({"state": batch.obs["state"], "vla_action": np.zeros((4, 2), np.float32)})
         res2, _ = SAC.load(z, device="cpu").predict(obs, deterministic=True)
         exp2 = compose_action(np.zeros((4, 2)), res2, np.array([0.2, 0.4]), ACT_SPACE.low, ACT_SPACE.high, [1])
+        # the plain-array statistics are preferred; the pickle beside them loads only with the opt-in
+        normed = make_base(spec, action_space=ACT_SPACE, device="cpu")
+        assert isinstance(normed.vec_normalize, ObsNormalizer)
         np.testing.assert_allclose(normed.predict(batch)[0], exp2, atol=1e-6)
+        (z.parent / "vecnormalize.npz").unlink()
+        with pytest.raises(UntrustedFileError, match=r"vecnormalize.pkl.*pickle.*trust_remote_code=True"):
+            make_base(spec, action_space=ACT_SPACE, device="cpu")
+        trusted = make_base(f"{spec}&trust_remote_code=True", action_space=ACT_SPACE, device="cpu")
+        np.testing.assert_allclose(trusted.predict(batch)[0], exp2, atol=1e-6)
     finally:
-        (z.parent / "vecnormalize.pkl").unlink()
+        for name in ("vecnormalize.pkl", "vecnormalize.npz"):
+            (z.parent / name).unlink(missing_ok=True)
 
 
 def test_stacked_residual_runs_in_the_wrappers(zips: dict[str, Path]) -> None:

@@ -116,7 +116,8 @@ def make_base(
             "wrap a plain function with sb3_vla.vla.CallableBase(fn, action_space)"
         )
     _load_optional_backends()
-    if "+" in spec.partition("?")[0] and not spec.startswith("compose:"):  # 'scripted+clip:...' = 'compose:...'
+    # 'scripted+clip:...' = 'compose:...'; 'ray:a+b' serves the composition
+    if "+" in spec.partition("?")[0] and not spec.startswith(("compose:", "ray:")):
         from sb3_vla.vla.backends import make_composed_base
 
         return make_composed_base(spec, observation_space, action_space, **base_kwargs)

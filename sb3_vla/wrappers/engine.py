@@ -5,6 +5,7 @@ The single-env wrapper is this engine with a batch of one, so both behave identi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -106,6 +107,10 @@ class BaseQueryEngine:
         self.instructions: list[str | None] = [None] * n
         self.num_queries = 0  # number of predict() calls
         self.num_nonfinite = 0  # env-steps whose base output was zeroed
+        # the base's cost (read through cost_stats())
+        self.num_rows_queried = 0  # batch rows over all predict() calls
+        self.num_env_steps = 0  # env transitions stepped (num_envs per advance())
+        self.query_seconds = 0.0  # wall time in predict() and the env_query calls it needs
 
     # ------------------------------------------------------------------ set-up checks
     def _check_adapter(self) -> None:
@@ -142,6 +147,7 @@ class BaseQueryEngine:
         """Move every env one step along its chunk (after an env step)."""
         self.chunk_pos += 1
         self.since_query += 1
+        self.num_env_steps += self.num_envs
         self.episode_steps += 1
         self.needs_query |= (self.chunk_pos >= self.chunk_size) | (self.since_query >= self.query_interval)
 
@@ -150,6 +156,29 @@ class BaseQueryEngine:
             instr = info.get("instruction") if isinstance(info, dict) else None
             if isinstance(instr, str):
                 self.instructions[i] = instr
+
+    def cost_stats(self) -> dict[str, float]:
+        """The base's cost so far: ``calls`` (batched ``predict`` calls), ``rows`` (env observations they
+        covered), ``env_steps`` (env transitions stepped) and ``seconds`` (wall time in ``predict`` and the env
+        queries it needs). Counters only grow; take differences for a period.
+
+        Example::
+
+            >>> from gymnasium import spaces
+            >>> from sb3_vla.vla import ZeroBase
+            >>> box = spaces.Box(-1, 1, (2,))
+            >>> engine = BaseQueryEngine(ZeroBase(box), spaces.Dict(obs=box), box, num_envs=4)
+            >>> _ = engine.query({"obs": np.zeros((4, 2), dtype=np.float32)})
+            >>> engine.advance()
+            >>> {k: v for k, v in engine.cost_stats().items() if k != "seconds"}
+            {'calls': 1.0, 'rows': 4.0, 'env_steps': 4.0}
+        """
+        return {
+            "calls": float(self.num_queries),
+            "rows": float(self.num_rows_queried),
+            "env_steps": float(self.num_env_steps),
+            "seconds": float(self.query_seconds),
+        }
 
     # ------------------------------------------------------------------ querying
     def _check_obs(self, obs: dict[str, np.ndarray], b: int) -> None:
@@ -177,6 +206,7 @@ class BaseQueryEngine:
         keys = self.base.obs_keys or tuple(obs)
         batch_obs = {k: obs[k] for k in keys}
         self._check_obs(batch_obs, len(env_ids))
+        t0 = time.perf_counter()
         env_outputs = None
         if self.base.env_query is not None:
             assert self.env_call is not None
@@ -197,7 +227,9 @@ class BaseQueryEngine:
                 f"base {self.base.name} raised {type(e).__name__} at env indices {env_ids.tolist()}, "
                 f"episode steps {self.episode_steps[env_ids].tolist()}: {e}"
             ) from e
+        self.query_seconds += time.perf_counter() - t0
         self.num_queries += 1
+        self.num_rows_queried += b
         action = np.asarray(action, dtype=np.float32)
         if action.shape == (b, *self.base_shape):
             action = action[:, None]

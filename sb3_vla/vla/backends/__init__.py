@@ -27,6 +27,11 @@ parse as one, else strings); ``base_kwargs`` win over inline options.
   spec) and ``residual_scale`` (+ ``absolute_dims``) as used in its training, e.g.
   ``sb3:logs/stage1.zip?inner_base=scripted&residual_scale=0.2``. Options: ``vec_normalize``, ``algo``,
   ``deterministic``, ``embedding``, ``device``, ``inner_base_kwargs``.
+- ``ray:<inner spec>``: the inner base served to every env worker and wrapper by one Ray actor, on a GPU where the
+  cluster has one, with dynamic batching (:mod:`sb3_vla.ray`; ``pip install -e ".[ray]"``). Options: ``max_batch``,
+  ``max_wait_ms``, ``prefetch`` (request the next chunk that many steps early), ``name``, ``num_gpus``, ``num_cpus``,
+  ``detached``, ``address``, ``timeout_s``; other options go to the inner spec.
+  e.g. ``ray:hf:/models/openvla-7b?unnorm_key=bridge_orig&max_batch=32&max_wait_ms=5``.
 - ``compose:<action spec>+<embedding spec>[+...]``: :class:`ComposedBase`, the action (and chunks, env query) of the
   first base with the embeddings of all bases concatenated, e.g. ``compose:scripted+clip:ViT-B-32@/w/clip.pt``.
   ``base_kwargs`` entries named after a part's prefix (``clip={...}``) go to that part only; the other entries go
@@ -287,5 +292,18 @@ register_base("clip", _clip_factory)
 register_base("module", _module_factory)
 register_base("sb3", _sb3_factory)
 register_base("compose", _compose_factory)
+
+
+def _ray_factory(arg: str, *, observation_space: Any, action_space: Any, **kwargs: Any) -> BaseModel:
+    """``ray:<inner spec>?max_batch=32&max_wait_ms=5``: the inner base served by one Ray actor (sb3_vla.ray)."""
+    from sb3_vla.ray import import_ray
+
+    import_ray(f"base spec 'ray:{arg}'")
+    from sb3_vla.ray.base_server import make_ray_base
+
+    return make_ray_base(arg, observation_space=observation_space, action_space=action_space, **kwargs)
+
+
+register_base("ray", _ray_factory)
 
 import sb3_vla.models  # noqa: E402, F401 - registers 'small-vla' (our behaviour-cloned VLA; torch loads lazily)

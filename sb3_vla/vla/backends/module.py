@@ -1,5 +1,35 @@
 """``module:`` bases: any ``torch.nn.Module`` with ``forward(obs) -> action`` (and optionally ``embed(obs)``).
 
+The contract, exactly:
+
+- ``forward(obs)`` receives **one dict** ``obs: dict[str, torch.Tensor]``, on the module's device, under
+  ``torch.inference_mode()`` with the module in ``eval()``. Keys: the env's observation keys (``obs_keys`` picks a
+  subset; by default every array key, including keys hidden from the agent with ``drop_keys``); an env with a
+  ``Box`` observation gives the single key ``"obs"``. Values: ``(B, ...)`` batches, ``B`` being the number of envs
+  that need a new query this step (``1 <= B <= n_envs``); uint8 images stay uint8 in the env's layout (HWC or
+  CHW), every other array becomes float32. With ``instruction_key="instr"``, ``obs["instr"]`` is a ``list[str]`` of
+  ``B`` instructions (``""`` where the env gives none). At construction ``forward`` runs once on an all-zero batch
+  with ``B = 1`` to find the output shapes.
+- ``forward`` returns a tensor ``(B, A)`` (one action per row) or ``(B, H, A)`` (an action chunk of ``H`` steps,
+  executed one step at a time), in the env's action units (the wrapper clips to the env's bounds; pass
+  ``action_space`` / an ``action_adapter`` when the module acts in other units or shapes).
+- ``embed(obs)``, when the module has it, takes the same dict and returns ``(B, D)``: the ``vla_embedding``.
+
+Example (a module for ``Pendulum-v1``; the spec ``module:my_pkg.nets.TinyVLA@tiny.pt`` builds the same from a file)::
+
+    >>> class TinyVLA(th.nn.Module):
+    ...     def __init__(self, obs_dim: int = 3, act_dim: int = 1) -> None:
+    ...         super().__init__()
+    ...         self.net = th.nn.Linear(obs_dim, act_dim)
+    ...     def forward(self, obs: dict[str, th.Tensor]) -> th.Tensor:
+    ...         return 2.0 * th.tanh(self.net(obs["obs"]))  # (B, 1) torques in [-2, 2]
+    ...     def embed(self, obs: dict[str, th.Tensor]) -> th.Tensor:
+    ...         return obs["obs"][:, :2]  # (B, 2): cos and sin of the angle
+    >>> base = ModuleBase(TinyVLA(), observation_space=spaces.Box(-8, 8, (3,)), device="cpu")
+    >>> action, emb = base.predict(VLABatch(obs={"obs": np.zeros((4, 3), np.float32)}, env_ids=np.arange(4)))
+    >>> action.shape, emb.shape, base.embedding_dim, base.chunk_size
+    ((4, 1), (4, 2), 2, 1)
+
 Loading follows EmbodiChain's ``load_vla_model(model_path, model_class, model_config, device)``: import the class
 by its dotted path, build it as ``Class(**model_config)``, load the checkpoint with
 ``torch.load(..., weights_only=True)`` (or safetensors), move it to the device and switch to ``eval()``.

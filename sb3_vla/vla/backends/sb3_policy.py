@@ -5,6 +5,10 @@ A plain policy (trained on the env's own observations) gives its deterministic a
 pass that as ``inner_base`` together with the residual settings used in training, and this base returns the
 composed action ``clip(inner + residual_scale * residual)``, so a new residual can be trained on top of it
 (residual on residual).
+
+Loading runs no code from the files (see :mod:`sb3_vla.vla.backends.sb3_files`): the policy is rebuilt from plain
+data and its weights loaded with ``torch.load(weights_only=True)``; ``?trust_remote_code=True`` opts in to SB3's own
+unpickling loader, for files you trust.
 """
 
 from __future__ import annotations
@@ -19,6 +23,17 @@ import torch as th
 from gymnasium import spaces
 
 from sb3_vla.vla.backends._common import batch_size, existing_path, resolve_device
+from sb3_vla.vla.backends.sb3_files import (
+    OPT_IN,
+    POLICY_KEYS,
+    POLICY_SPEC,
+    VEC_NORMALIZE_NPZ,
+    ObsNormalizer,
+    UntrustedFileError,
+    read_policy_spec,
+    read_zip_policy_data,
+    read_zip_policy_weights,
+)
 from sb3_vla.vla.base import BaseModel, VLABatch
 from sb3_vla.wrappers.residual_map import MAPPED_ACTION_KEY, ResidualMap, compose_mapped, resolve_residual_map
 from sb3_vla.wrappers.residual_math import compose_action
@@ -57,45 +72,99 @@ def _resolve_algo(algo: str | type) -> Any:
 
 
 def load_sb3_policy(
-    path: str | Path, device: th.device, algo: str | type | None = None, custom_objects: dict[str, Any] | None = None
+    path: str | Path,
+    device: th.device,
+    algo: str | type | None = None,
+    custom_objects: dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
 ) -> Any:
-    """Load the policy of an SB3 model zip in eval mode.
+    """Load the policy of an SB3 model zip in eval mode, running no code from the file.
 
-    With ``algo`` (``"sac"``, ``"ppo"``, a class ...) this is ``Algo.load(path).policy``. Without it, the policy is
-    rebuilt from the zip's saved ``policy_class``/``policy_kwargs`` and its weights loaded, which works for any
-    algorithm whose policy takes ``(observation_space, action_space, lr_schedule, **policy_kwargs)`` (all SB3 and
-    sb3-contrib ones) without knowing the algorithm.
+    The policy is rebuilt from plain data: ``<zip dir>/<zip stem>/policy.json`` when ``sb3_vla.train`` wrote one,
+    else the zip's ``policy_class`` / ``policy_kwargs`` / spaces read by
+    :class:`~sb3_vla.vla.backends.sb3_files.SafeUnpickler` (spaces, arrays and SB3 / torch classes only). The
+    weights are the plain state dict ``policy.pth`` (``torch.load(weights_only=True)``). ``custom_objects``
+    replaces those entries. A file that needs more raises
+    :class:`~sb3_vla.vla.backends.sb3_files.UntrustedFileError` naming what and how to opt in.
+
+    With ``trust_remote_code=True`` (files you trust only), SB3's own loader unpickles the whole zip: through
+    ``Algo.load`` when ``algo`` is given (``"sac"``, ``"ppo"``, a class ...), else ``load_from_zip_file``.
     """
     if algo is not None:
-        model = _resolve_algo(algo).load(str(path), device=device, custom_objects=custom_objects)
-        policy = model.policy
+        algo_cls = _resolve_algo(algo)
+    if trust_remote_code:
+        if algo is not None:
+            policy = algo_cls.load(str(path), device=device, custom_objects=custom_objects).policy
+        else:
+            policy = _load_unpickled(Path(path), device, custom_objects)
     else:
-        from stable_baselines3.common.save_util import load_from_zip_file
-
-        data, params, _ = load_from_zip_file(str(path), device=device, custom_objects=custom_objects)
-        if data is None or "policy_class" not in data or "policy" not in params:
-            raise ValueError(f"{str(path)!r} is not a Stable-Baselines3 model zip (no policy_class / policy weights)")
-        policy_class = data["policy_class"]
-        if isinstance(policy_class, dict) or not callable(policy_class):
-            raise ValueError(
-                f"{str(path)!r}: cannot rebuild the policy class (saved with other library versions?); "
-                "pass algo='sac' (or the algorithm used) to load it through the algorithm"
-            )
-        policy = policy_class(
-            data["observation_space"], data["action_space"], lambda _: 0.0, **data.get("policy_kwargs", {})
-        )
-        policy.load_state_dict(params["policy"])
+        path = Path(path)
+        spec_path = path.parent / path.stem / POLICY_SPEC
+        data = read_policy_spec(spec_path) if spec_path.is_file() else read_zip_policy_data(path)
+        data.update({k: v for k, v in (custom_objects or {}).items() if k in POLICY_KEYS})
+        policy = _build_policy(path, data)
+        _load_weights(policy, read_zip_policy_weights(path, device), path)
         policy.to(device)
     policy.set_training_mode(False)
     policy.requires_grad_(False)
     return policy
 
 
-def _find_vec_normalize(path: Path) -> Path | None:
-    for cand in (path.parent / "vecnormalize.pkl", path.parent / path.stem / "vecnormalize.pkl"):
+def _load_unpickled(path: Path, device: th.device, custom_objects: dict[str, Any] | None) -> Any:
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    data, params, _ = load_from_zip_file(str(path), device=device, custom_objects=custom_objects)
+    if data is None or "policy_class" not in data or "policy" not in params:
+        raise ValueError(f"{str(path)!r} is not a Stable-Baselines3 model zip (no policy_class / policy weights)")
+    policy = _build_policy(path, data)
+    _load_weights(policy, params["policy"], path)
+    return policy.to(device)
+
+
+def _build_policy(path: Path, data: dict[str, Any]) -> Any:
+    policy_class = data["policy_class"]
+    if isinstance(policy_class, dict) or not callable(policy_class):
+        raise ValueError(
+            f"{str(path)!r}: cannot rebuild the policy class (saved with other library versions?); "
+            "pass algo='sac' (or the algorithm used) and trust_remote_code=True to load it through the algorithm"
+        )
+    for key in ("observation_space", "action_space"):
+        if not isinstance(data[key], spaces.Space):
+            raise ValueError(f"{str(path)!r}: the saved {key} cannot be rebuilt (got {type(data[key]).__name__})")
+    kwargs = data.get("policy_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{str(path)!r}: the saved policy_kwargs are not a mapping ({type(kwargs).__name__})")
+    return policy_class(data["observation_space"], data["action_space"], lambda _: 0.0, **kwargs)
+
+
+def _load_weights(policy: Any, state_dict: Any, path: Path) -> None:
+    try:
+        policy.load_state_dict(state_dict)
+    except (RuntimeError, KeyError) as e:
+        raise ValueError(f"{str(path)!r}: the policy weights do not match the saved policy class ({e})") from e
+
+
+def _find_file(path: Path, name: str) -> Path | None:
+    for cand in (path.parent / name, path.parent / path.stem / name):
         if cand.is_file():
             return cand
     return None
+
+
+def load_vec_normalize(path: str | Path, trust_remote_code: bool = False) -> Any:
+    """Observation statistics for replay: a ``vecnormalize.npz`` (plain arrays), or, with ``trust_remote_code``
+    only, a pickled ``vecnormalize.pkl`` (unpickling runs code from the file)."""
+    p = Path(path)
+    if p.suffix == ".npz":
+        return ObsNormalizer.load(p)
+    if not trust_remote_code:
+        raise UntrustedFileError(
+            f"VecNormalize statistics {str(p)!r} are a pickle, and unpickling can run code from the file; use the "
+            f"{VEC_NORMALIZE_NPZ} that sb3_vla.train writes beside it, pass vec_normalize=None to replay without "
+            f"normalisation, or pass {OPT_IN} (sb3:...?{OPT_IN}) if you trust the file"
+        )
+    with open(p, "rb") as f:
+        return pickle.load(f)
 
 
 def _match_image_layout(arr: np.ndarray, space: spaces.Space) -> np.ndarray:
@@ -122,9 +191,10 @@ class SB3PolicyBase(BaseModel):
         factory passes the env's). Without an inner base, the policy's own action space is used.
     :param action_adapter: maps the inner base's action into the env's action space, as in training.
     :param vec_normalize: path of the ``VecNormalize`` statistics used in training, ``"auto"`` (a
-        ``vecnormalize.pkl`` next to the zip or in ``<zip dir>/<zip stem>/``), or ``None``. Only observation
-        normalisation is applied. The file is a pickle: load only files you trust.
-    :param algo: load through ``Algo.load`` (``"sac"``, ``"ppo"``, ...) instead of rebuilding the policy.
+        ``vecnormalize.npz``, else ``vecnormalize.pkl``, next to the zip or in ``<zip dir>/<zip stem>/``), or
+        ``None``. Only observation normalisation is applied. A ``.pkl`` is refused without ``trust_remote_code``.
+    :param algo: with ``trust_remote_code``: load through ``Algo.load`` (``"sac"``, ``"ppo"``, ...) instead of
+        rebuilding the policy.
     :param deterministic: deterministic actions (the mean / mode).
     :param embedding: ``"inner"`` (the inner base's embedding, default when there is one) or ``"none"``.
     :param observation_space: the env's observation space (checked against the policy's when given).
@@ -132,6 +202,9 @@ class SB3PolicyBase(BaseModel):
     :param inner_base_kwargs: keyword arguments for building ``inner_base`` from a spec string.
     :param residual_map: the :class:`~sb3_vla.wrappers.residual_map.ResidualMap` (or ``"package.module:Name"``) the
         residual policy was trained through, e.g. ``sb3_vla.envs.garment_fold:PinchResidualMap``.
+    :param trust_remote_code: unpickle the zip's ``data`` and a ``vecnormalize.pkl`` as SB3 does, which runs code
+        from the files: only for files you trust. By default nothing in the files is executed (see
+        :func:`load_sb3_policy`).
 
     Example::
 
@@ -156,6 +229,7 @@ class SB3PolicyBase(BaseModel):
         device: str | th.device = "auto",
         inner_base_kwargs: dict[str, Any] | None = None,
         residual_map: ResidualMap | str | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         p = existing_path(path)
         if p is None and not str(path).endswith(".zip"):
@@ -164,7 +238,7 @@ class SB3PolicyBase(BaseModel):
             raise ValueError(f"sb3: model file {str(path)!r} does not exist")
         self.path = p
         self.device = resolve_device(device)
-        self.policy = load_sb3_policy(p, self.device, algo)
+        self.policy = load_sb3_policy(p, self.device, algo, trust_remote_code=trust_remote_code)
         self.deterministic = bool(deterministic)
         self.policy_obs_space: spaces.Space = self.policy.observation_space
         keys = tuple(self.policy_obs_space.spaces) if isinstance(self.policy_obs_space, spaces.Dict) else ("obs",)
@@ -172,15 +246,13 @@ class SB3PolicyBase(BaseModel):
         self.residual_map = resolve_residual_map(residual_map)
 
         if vec_normalize == "auto":
-            found = _find_vec_normalize(p)
-            vec_normalize = found
+            vec_normalize = _find_file(p, VEC_NORMALIZE_NPZ) or _find_file(p, "vecnormalize.pkl")
         self.vec_normalize = None
         if vec_normalize is not None:
             vn_path = existing_path(vec_normalize)
             if vn_path is None:
                 raise ValueError(f"sb3: VecNormalize statistics {str(vec_normalize)!r} do not exist")
-            with open(vn_path, "rb") as f:
-                self.vec_normalize = pickle.load(f)
+            self.vec_normalize = load_vec_normalize(vn_path, trust_remote_code)
 
         if isinstance(inner_base, str):
             from sb3_vla.vla.registry import make_base
