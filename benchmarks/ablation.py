@@ -118,16 +118,18 @@ def main(argv: list[str] | None = None) -> str:
         + ", ".join(f"`{k}={v}`" for k, v in FULL[args.env].items())
         + ".",
         "",
-        f"| variant | seeds | final residual (IQM) | gain vs base ({unit}) | worst dip below base, seed / mean |",
-        "|---|---:|---:|---:|---|",
+        f"| variant | seeds | final residual (IQM) | gain vs base ({unit}) | env steps to base + margin (median) | "
+        "worst dip below base, seed / mean |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for name, summary in rows:
         r = summary.get("residual")
         if r is None:
-            lines.append(f"| {name} | 0 | - | - | - |")
+            lines.append(f"| {name} | 0 | - | - | - | - |")
             continue
+        reach = f"{r['reach_median']:.0f}" if r["reach_median"] is not None else f"{r['reached']}/{r['seeds']} seeds"
         lines.append(
-            f"| {name} | {r['seeds']} | {r['final']:.1f} | {r['gain']:+.1f} | "
+            f"| {name} | {r['seeds']} | {r['final']:.1f} | {r['gain']:+.1f} | {reach} | "
             f"{r['dip_seed']:.0f} / {r['dip_mean']:.0f} |"
         )
     md = "\n".join(lines)

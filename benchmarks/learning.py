@@ -755,28 +755,16 @@ def _arm_targets(summary: dict[str, dict[str, Any]], arm: str, base: float, setu
     r = summary[arm]
     gain, steps = r["gain"], r["last_step"]
     if setup.env_id == "GarmentFold-v0":
-        out = [
-            f"- beats base success by >= 30 points within 200k env steps: {'MET' if gain >= 30 else 'NOT MET'} "
+        # issue #16: base + 20 points within 100k env steps on the mean over seeds; the mean curve never more than 5
+        # points below the base and no seed more than 15
+        return [
+            f"- mean over seeds >= base + 20 points within 100k env steps: {'MET' if gain >= 20 else 'NOT MET'} "
             f"({gain:+.0f} points after {steps} steps"
-            f"{'; the 200k-step budget was not run' if steps < 200_000 else ''})."
+            f"{'; the 100k-step budget was not run' if steps < 100_000 else ''}).",
+            f"- mean curve never more than 5 points below the base: {'MET' if r['dip_mean'] <= 5 else 'NOT MET'} "
+            f"({r['dip_mean']:.0f}); no seed more than 15: {'MET' if r['dip_seed'] <= 15 else 'NOT MET'} "
+            f"(worst seed {r['dip_seed']:.0f}).",
         ]
-        scratch = summary.get("scratch")
-        if r["reach_median"] is None:
-            out.append("- reaches base + 20 with >= 5x fewer steps than scratch: NOT MET (not every seed reached it).")
-        elif scratch is None or scratch["reach_median"] is None:
-            out.append(
-                f"- reaches base + 20 with >= 5x fewer steps than scratch: reached at {r['reach_median']:.0f} steps, "
-                f"scratch did not within {steps}: ratio >= {steps / r['reach_median']:.1f}x, not measurable."
-            )
-        else:
-            ratio = scratch["reach_median"] / r["reach_median"]
-            verdict = "MET" if ratio >= 5 else "NOT MET"
-            out.append(f"- reaches base + 20 with >= 5x fewer steps than scratch: {verdict} ({ratio:.1f}x).")
-        out.append(
-            f"- no evaluation more than 5 points below the base: {'MET' if r['dip_seed'] <= 5 else 'NOT MET'} "
-            f"(worst seed {r['dip_seed']:.0f}, mean curve {r['dip_mean']:.0f} points)."
-        )
-        return out
     if setup.env_id.startswith("ManiSkill-"):
         return [
             f"- from a ~40% base to >= 90% within 300k env steps: {'MET' if r['final'] >= 90 else 'NOT MET'} "

@@ -1,8 +1,9 @@
 """Training throughput: env steps/s while collecting vs while learning, in one run, for the zoo configs.
 
 Each config is built exactly as ``python -m sb3_vla.train`` builds it (same YAML, envs, base, wrappers and model).
-One run collects ``--collect`` env steps with no update (``learning_starts`` moved to that point), then learns for
-``--learn`` env steps; the ratio of the two rates is measured within the run, so a loaded machine slows both.
+One run collects ``--collect`` SB3 timesteps with no update (``learning_starts`` moved to that point), then learns
+for ``--learn`` more; rates are in env steps (timesteps times the residual's ``decision_interval``), and the ratio of
+the two rates is measured within the run, so a loaded machine slows both.
 Instance-level timers split the wall time into env stepping (the inner VecEnv), base forward passes, SAC updates
 and the rest; a second, profiled learning phase of the headline config gives the top functions by own time.
 
@@ -245,6 +246,10 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "the CPU time with the 256-point PointNet of the previous default (32 MiB activations), which is why "
         "`GLIBC_TUNABLES=glibc.malloc.hugetlb=1` helped then (1.31x). With the low-dimensional inputs an update "
         "allocates little, so the CLI does not set the tunable: there is nothing left for it to save.",
+        "",
+        "PushCube and Pendulum keep one gradient step per env step: their envs step in a few milliseconds, so any "
+        "learner dominates their wall time, and their learning results were measured at that ratio. The GarmentFold "
+        "entries take one gradient step per agent decision, four env steps (0.25 per env step).",
     ]
     for r in rows:
         if r["name"] == "headline":
@@ -263,8 +268,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    p.add_argument("--collect", type=int, default=600, help="env steps (agent steps x n_envs) collected first")
-    p.add_argument("--learn", type=int, default=600, help="env steps learned after")
+    p.add_argument("--collect", type=int, default=600, help="SB3 timesteps (agent decisions x n_envs) collected first")
+    p.add_argument("--learn", type=int, default=600, help="SB3 timesteps learned after (rates count env steps)")
     p.add_argument("--vec-env", default="auto", choices=["auto", "dummy", "subproc"])
     p.add_argument("--no-write", action="store_true", help="print only")
     args = p.parse_args()

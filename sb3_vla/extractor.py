@@ -137,7 +137,8 @@ class VLAFeaturesExtractor(BaseFeaturesExtractor):
     :param embedding_output_dim: embedding feature size.
     :param pointcloud_keys: keys to treat as point clouds (default: detected from shapes).
     :param embedding_keys: keys to treat as frozen-model embeddings.
-    :param exclude_keys: keys the policy ignores (e.g. to train without ``vla_embedding``).
+    :param exclude_keys: keys the policy ignores (e.g. to train without ``vla_embedding``; an embedding key the
+        observation lacks is fine, other missing keys are an error).
     :param normalized_image: images are already float in [0, 1] (SB3's ``normalize_images=False`` case).
 
     Example::
@@ -164,7 +165,9 @@ class VLAFeaturesExtractor(BaseFeaturesExtractor):
             raise TypeError(
                 f"VLAFeaturesExtractor needs a Dict observation space (use MultiInputPolicy), got {observation_space}"
             )
-        unknown = [k for k in exclude_keys if k not in observation_space.spaces]
+        # a base without an embedding adds no vla_embedding: excluding it is then a no-op, so one config serves
+        # both kinds of base; any other missing key is a typo
+        unknown = [k for k in exclude_keys if k not in observation_space.spaces and k not in embedding_keys]
         if unknown:
             raise ValueError(f"exclude_keys {unknown} are not observation keys: {sorted(observation_space.spaces)}")
         super().__init__(observation_space, features_dim=1)

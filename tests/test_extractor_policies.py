@@ -114,3 +114,10 @@ def test_zero_residual_callback_on_stock_policy():
     assert np.abs(model.predict(obs, deterministic=True)[0]).max() > 1e-4  # stock init is not zero
     model.learn(4, callback=ZeroResidualInitCallback())
     assert np.abs(model.predict(venv.reset(), deterministic=True)[0]).max() == 0.0
+
+
+def test_excluding_an_embedding_the_base_does_not_give_is_a_no_op():
+    """One config serves a base with an embedding and one without (the zoo entry with --base scripted)."""
+    space = spaces.Dict({"q": spaces.Box(-1, 1, (3,)), "vla_action": spaces.Box(-1, 1, (2,))})
+    ext = VLAFeaturesExtractor(space, exclude_keys=["vla_embedding"], mlp_net_arch=[])
+    assert set(ext.kinds) == {"q", "vla_action"} and ext.features_dim == 5

@@ -57,13 +57,15 @@ def test_every_entry_resolves_with_the_zoo_conventions(algo: str) -> None:
         if env_id == "GarmentFold-v0":
             # the shipped SmallVLA reads the camera; the agent does not see it and the replay buffer does not store it
             assert cfg.obs_wrapper_kwargs["base"] == "small-vla:garment_fold"
-            assert cfg.obs_wrapper_kwargs["drop_keys"] == ["rgb"] and cfg.env_kwargs["rgb_obs"] is True
-            # a small residual on every dim: larger steady offsets break both bases (see sac.yml)
+            assert cfg.obs_wrapper_kwargs["drop_keys"] == ["rgb", "garment_pcd"] and cfg.env_kwargs["rgb_obs"] is True
+            # the residual recipe: pinch-point offsets (2 cm x/y, 0.5 cm z, 0.3 on the advance), chunks of 4 env steps
             assert cfg.residual_kwargs is not None and "override_dims" not in cfg.residual_kwargs
-            assert 0.001 <= cfg.residual_kwargs["residual_scale"] <= 0.01
+            assert cfg.residual_kwargs["residual_map"] == "sb3_vla.envs.garment_fold:PinchResidualMap"
+            assert cfg.residual_kwargs["residual_scale"] == [0.02, 0.02, 0.005, 0.02, 0.02, 0.005, 0.3]
+            assert cfg.residual_kwargs["decision_interval"] == 4
             # normalize only the float vector keys, never the point cloud
             assert cfg.normalize is not None
-            norm_keys = {"joint_pos", "joint_vel", "keypoints", "held", "stage", "pinch_pos"}
+            norm_keys = {"joint_pos", "joint_vel", "keypoints", "held", "stage", "pinch_pos", "vla_action_mapped"}
             assert set(cfg.normalize["norm_obs_keys"]) == norm_keys
 
 
@@ -215,4 +217,8 @@ def test_sb3_vla_train_reads_the_same_entry_for_garment_fold(tmp_path: Path) -> 
     )
     run_dir = _run_dir(tmp_path, "sac", "GarmentFold-v0")
     cfg = yaml.safe_load((run_dir / "GarmentFold-v0" / "config.yml").read_text())
-    assert cfg["env_wrapper"][1][RESIDUAL_WRAPPER] == {"residual_scale": 0.005}
+    assert cfg["env_wrapper"][1][RESIDUAL_WRAPPER] == {
+        "residual_map": "sb3_vla.envs.garment_fold:PinchResidualMap",
+        "residual_scale": [0.02, 0.02, 0.005, 0.02, 0.02, 0.005, 0.3],
+        "decision_interval": 4,
+    }
