@@ -183,6 +183,14 @@ def test_served_base_returns_the_inner_base_actions(counting_server):
     assert served.base.chunk_size == 4 and served.base.embedding_dim == 5 and served.base.name.startswith("ray:")
 
 
+def test_served_base_instance_goes_into_a_gymnasium_wrapper(counting_server):
+    # Gymnasium wrappers deep-copy their constructor kwargs (RecordConstructorArgs): the client must copy
+    env = VLAObservationWrapper(ToyDictEnv(), base=RayServedBase(SERVER))
+    obs, _ = env.reset(seed=0)
+    assert obs["vla_action"].shape == env.action_space.shape
+    assert env.base.name.startswith("ray:")
+
+
 @pytest.fixture(scope="module")
 def wrapped_ray_venv(counting_server):
     """Two Ray env workers whose own VLAObservationWrapper reaches the server through a ``ray:`` spec (the last

@@ -323,10 +323,10 @@ class RayServedBase(BaseModel):
     """
 
     def __init__(self, server: Any, prefetch: int = 0, timeout_s: float = 120.0) -> None:
-        self._ray = import_ray("the ray: base")
+        ray = import_ray("the ray: base")
         if isinstance(server, str):
             try:
-                server = self._ray.get_actor(server, namespace=NAMESPACE)
+                server = ray.get_actor(server, namespace=NAMESPACE)
             except ValueError as e:
                 raise ValueError(f"no base server named {server!r} in namespace {NAMESPACE!r}; start one first") from e
         self.server = server
@@ -357,7 +357,7 @@ class RayServedBase(BaseModel):
         return f"ray:{self.info['name']}"
 
     def _get(self, ref: Any, what: str) -> Any:
-        ray = self._ray
+        ray = import_ray("the ray: base")  # not kept on self: wrappers deep-copy kwargs, modules do not copy
         t0 = time.perf_counter()
         try:
             return ray.get(ref, timeout=self.timeout_s)
