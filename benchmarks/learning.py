@@ -20,7 +20,8 @@ in the output, never silently dropped.
 Metric: the success rate (``info["is_success"]`` at any step of an episode, in percent) where the env reports
 success, else the mean episode return. Writes, under ``--out``: ``<env>_<algo>.csv`` (arm, seed, step, metric,
 appended after every evaluation, so a killed run keeps its data and a re-run skips finished (arm, seed) pairs),
-``<env>_<algo>.png`` (metric vs env steps, mean over seeds with a 95% bootstrap band) and the table in section
+``<env>_<algo>.png`` (metric vs env steps, mean over seeds with a 95% bootstrap band),
+``<env>_<algo>_profile.png`` (rliable performance profiles of the final scores) and the table in section
 ``learning_<env>_<algo>`` of ``benchmarks/RESULTS.md``.
 
 Run: ``python benchmarks/learning.py --env Pendulum-v1 --algo sac --seeds 3 --steps 5000``
@@ -35,6 +36,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -553,21 +555,43 @@ def read_curves(path: Path) -> dict[tuple[str, int], dict[int, float]]:
     return curves
 
 
+def _rliable() -> tuple[Any, Any]:
+    """rliable's ``library`` and ``metrics`` (``pip install -e ".[bench]"``)."""
+    try:
+        from rliable import library, metrics
+    except ImportError as e:  # pragma: no cover - the bench extra is part of dev
+        raise ImportError('benchmarks/learning.py reports with rliable: pip install -e ".[bench]"') from e
+    return library, metrics
+
+
 def iqm(values: Sequence[float]) -> float:
-    """Interquartile mean (mean of the middle 50%; the plain mean for fewer than 4 values)."""
-    x = np.sort(np.asarray(values, dtype=np.float64))
-    k = int(math.floor(0.25 * len(x)))
-    return float(x[k : len(x) - k].mean())
+    """Interquartile mean over runs (rliable's ``aggregate_iqm``: the mean of the middle 50%, the plain mean for
+    fewer than 4 runs)."""
+    _, metrics = _rliable()
+    return float(metrics.aggregate_iqm(np.asarray(values, dtype=np.float64).reshape(-1, 1)))
 
 
-def bootstrap_ci(
-    values: Sequence[float], stat: Callable[[Sequence[float]], float] = iqm, n: int = 2000
-) -> tuple[float, float]:
-    """95% percentile bootstrap interval of ``stat`` over seeds (degenerate with one seed)."""
-    x = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(0)
-    stats = [stat(list(x[rng.integers(0, len(x), len(x))])) for _ in range(n)]
-    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
+def interval_estimates(
+    by_arm: dict[str, Sequence[float]], stat: str = "iqm", reps: int = 2000
+) -> dict[str, tuple[float, float]]:
+    """95% stratified-bootstrap intervals (rliable) of ``stat`` (``"iqm"`` or ``"mean"``) over runs, per arm.
+
+    One task per env here, so the strata are the runs; with one run the interval is the value itself.
+    """
+    library, metrics = _rliable()
+    aggregate = metrics.aggregate_iqm if stat == "iqm" else metrics.aggregate_mean
+    scores = {k: np.asarray(v, dtype=np.float64).reshape(-1, 1) for k, v in by_arm.items()}
+    with warnings.catch_warnings():  # arch's notice about RandomState, which rliable 1.2 passes
+        warnings.simplefilter("ignore", FutureWarning)
+        _, cis = library.get_interval_estimates(
+            scores, lambda x: np.array([aggregate(x)]), reps=reps, random_state=np.random.RandomState(0)
+        )
+    return {k: (float(ci[0, 0]), float(ci[1, 0])) for k, ci in cis.items()}
+
+
+def bootstrap_ci(values: Sequence[float], stat: str = "iqm", reps: int = 2000) -> tuple[float, float]:
+    """95% stratified-bootstrap interval of ``stat`` over runs (see :func:`interval_estimates`)."""
+    return interval_estimates({"_": values}, stat, reps)["_"]
 
 
 def summarise(curves: dict[tuple[str, int], dict[int, float]], steps: int, margin: float) -> dict[str, dict[str, Any]]:
@@ -636,7 +660,7 @@ def plot(curves: dict[tuple[str, int], dict[int, float]], title: str, ylabel: st
             continue
         vals = np.array([[curves[(arm, s)][st] for s in seeds] for st in steps])
         mean = vals.mean(1)
-        band = np.array([bootstrap_ci(v, lambda x: float(np.mean(x)), 500) for v in vals])
+        band = np.array([bootstrap_ci(v, "mean", 500) for v in vals])
         color = f"C{i}"
         if arm == "base":
             ax.axhline(float(mean[-1]), color=color, ls="--", label=ARM_TITLES[arm])
@@ -646,6 +670,41 @@ def plot(curves: dict[tuple[str, int], dict[int, float]], title: str, ylabel: st
         ax.fill_between(steps, band[:, 0], band[:, 1], color=color, alpha=0.2)
     ax.set_xlabel("env steps")
     ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_profiles(curves: dict[tuple[str, int], dict[int, float]], title: str, xlabel: str, path: Path) -> None:
+    """rliable performance profiles of the final scores: for each threshold tau, the fraction of runs (seeds)
+    of each arm whose last evaluation scores above tau, with stratified-bootstrap bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    library, _ = _rliable()
+    finals = {
+        ARM_TITLES[arm]: np.array([[c[max(c)]] for (a, _s), c in sorted(curves.items()) if a == arm and c])
+        for arm in ARMS
+    }
+    finals = {k: v for k, v in finals.items() if len(v)}
+    if not finals:
+        return
+    every = np.concatenate(list(finals.values())).ravel()
+    taus = np.linspace(float(every.min()) - 1.0, float(every.max()) + 1.0, 81)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        profiles, cis = library.create_performance_profile(finals, taus, reps=500)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for i, (name, prof) in enumerate(profiles.items()):
+        ax.plot(taus, prof, color=f"C{i}", label=name)
+        ax.fill_between(taus, cis[name][0], cis[name][1], color=f"C{i}", alpha=0.2)
+    ax.set_xlabel(xlabel + " (tau)")
+    ax.set_ylabel("fraction of runs > tau")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -695,8 +754,9 @@ def table(
         )
         + f". Residual recipe: {_recipe_note(setup)}. "
         f"Embedding arms: {setup.emb_note}. Target for 'steps to base + margin': base + {setup.margin:g} {unit}. "
-        "Final = the last evaluation of each seed; IQM and 95% percentile-bootstrap CI over seeds "
-        "(with 2-3 seeds the IQM is the mean and the CI is rough). Gain, steps to target and dips are paired per "
+        "Final = the last evaluation of each seed; IQM and 95% stratified-bootstrap CI over seeds, both from "
+        "rliable (with 2-3 seeds the IQM is the mean and the CI is rough); performance profiles of the final "
+        "scores in the `_profile.png` beside the curves. Gain, steps to target and dips are paired per "
         "seed against the base's value on the same evaluation episodes; gain = mean over seeds of (final - base); "
         "dip = largest (base - eval) at any evaluation, for the worst seed and for the mean curve.",
         "",
@@ -974,6 +1034,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         f"{args.eval_episodes} eval episodes per point",
         ylabel,
         args.png,
+    )
+    plot_profiles(
+        curves,
+        f"{args.env} {args.algo.upper()}: performance profiles of the final scores ({len(seeds)} seeds, rliable)",
+        ylabel,
+        args.png.with_name(args.png.stem + "_profile.png"),
     )
     md = table(summary, setup, args, not_applicable)
     from benchmarks._results import RESULTS, write_section
