@@ -53,7 +53,7 @@ from gymnasium import spaces
 from optuna.pruners import BasePruner, MedianPruner, NopPruner, SuccessiveHalvingPruner
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.trial import TrialState
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
@@ -68,6 +68,7 @@ from sb3_vla.config import (
     residual_policies,
     resolve,
 )
+from sb3_vla.evaluation import FixedSeedEvalCallback
 from sb3_vla.extractor import VLAFeaturesExtractor, classify_key
 from sb3_vla.wrappers.engine import ACTION_KEY, EMBEDDING_KEY
 
@@ -505,14 +506,26 @@ def make_pruner(name: str, n_startup_trials: int, n_evaluations: int) -> BasePru
     raise ValueError(f"unknown pruner {name!r}; choose median, halving or none")
 
 
-class TrialEvalCallback(EvalCallback):
-    """Evaluate every ``eval_freq`` calls, report the mean return to the trial and stop when it should be pruned.
+class TrialEvalCallback(FixedSeedEvalCallback):
+    """Evaluate every ``eval_freq`` calls on the same seeded episodes (so every trial of a study, and every
+    evaluation of a trial, is judged on the same episodes), report the mean return to the trial and stop when it
+    should be pruned.
 
     A non-finite mean return (a diverged policy or env) stops training and marks the trial for pruning.
     """
 
-    def __init__(self, eval_env: VecEnv, trial: optuna.Trial, n_eval_episodes: int, eval_freq: int) -> None:
-        super().__init__(eval_env, n_eval_episodes=n_eval_episodes, eval_freq=eval_freq, deterministic=True, verbose=0)
+    def __init__(
+        self, eval_env: VecEnv, trial: optuna.Trial, n_eval_episodes: int, eval_freq: int, eval_seed: int = 0
+    ) -> None:
+        super().__init__(
+            eval_env,
+            eval_seed=eval_seed,
+            base_reference=False,
+            n_eval_episodes=n_eval_episodes,
+            eval_freq=eval_freq,
+            deterministic=True,
+            verbose=0,
+        )
         self.trial = trial
         self.eval_idx = 0
         self.is_pruned = False
@@ -520,8 +533,7 @@ class TrialEvalCallback(EvalCallback):
 
     def _on_step(self) -> bool:
         if self.eval_freq > 0 and self.n_calls % self.eval_freq == 0:
-            super()._on_step()
-            return self.report()
+            return self._evaluate() and self.report()
         return True
 
     def report(self) -> bool:
@@ -643,9 +655,6 @@ def run_trial(
 
     :raises optuna.TrialPruned: pruned by the pruner, NaN/assertion errors in training, or a non-finite return.
     """
-    from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.vec_env import sync_envs_normalization
-
     from sb3_vla.train import _callbacks, build_model, build_vec_env, shared_base
 
     cfg = setup.config(params)
@@ -656,14 +665,12 @@ def run_trial(
     try:
         model = build_model(cfg, env, setup.seed, setup.device, tensorboard_log=None)
         eval_freq = max(cfg.n_timesteps // (setup.n_evaluations * cfg.n_envs), 1)
-        eval_cb = TrialEvalCallback(eval_env, trial, setup.eval_episodes, eval_freq)
+        eval_cb = TrialEvalCallback(eval_env, trial, setup.eval_episodes, eval_freq, eval_seed=setup.seed + 10_000)
         try:
             model.learn(cfg.n_timesteps, callback=CallbackList([*_callbacks(cfg), *(callbacks or []), eval_cb]))
             if not eval_cb.is_pruned and eval_cb.eval_idx < setup.n_evaluations:
                 # the last evaluation point fell past the end: evaluate the final policy
-                sync_envs_normalization(env, eval_env)
-                mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=setup.eval_episodes, deterministic=True)
-                eval_cb.last_mean_reward = float(np.mean(mean))
+                eval_cb.evaluate_now()
                 eval_cb.report()
         except (AssertionError, ValueError) as e:
             # random hyperparameters can make NaN weights/actions: a pruned trial, not a failed study

@@ -279,3 +279,19 @@ def test_killed_worker_leaves_the_study_usable(tmp_path: Path) -> None:
         TrialState.FAIL,
         TrialState.PRUNED,
     ]
+
+
+def test_trial_evaluations_use_the_same_seeded_episodes() -> None:
+    import optuna
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.env_util import make_vec_env
+
+    trial = optuna.create_study(direction="maximize").ask()
+    eval_env = make_vec_env("Pendulum-v1", n_envs=1, seed=123)
+    model = SAC("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=1, seed=0), learning_starts=10_000, seed=0)
+    cb = tune.TrialEvalCallback(eval_env, trial, n_eval_episodes=2, eval_freq=100, eval_seed=10_000)
+    model.learn(300, callback=cb)  # no gradient step yet: the same policy at every evaluation
+    assert len(cb.evaluations_results) == 3
+    assert cb.evaluations_results[0] == cb.evaluations_results[1] == cb.evaluations_results[2]
+    assert cb.evaluations_results[0][0] != cb.evaluations_results[0][1]  # two different episodes
+    assert cb.eval_idx == 3 and np.isfinite(cb.last_mean_reward)
