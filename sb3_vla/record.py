@@ -5,8 +5,9 @@ Usage::
     python -m sb3_vla.record logs/sac/GarmentFold-v0_1 --out rollout.gif [--model final|best] [--base-only]
         [--seed S] [--episodes 1] [--max-steps N] [--fps 10] [--env-kwargs render_size:[240,320]]
 
-The run's env stack is rebuilt as ``python -m sb3_vla.evaluate`` does, with ``render_mode="rgb_array"`` (any env
-that renders that way works). Each frame gets a caption band: the instruction, the stage (``info["stage"]``), the
+The run's env stack is rebuilt as ``python -m sb3_vla.evaluate`` does (:func:`sb3_vla.evaluate.load_run`: no code
+from the run folder's files runs unless ``--trust-remote-code``), with ``render_mode="rgb_array"`` (any env that
+renders that way works). Each frame gets a caption band: the instruction, the stage (``info["stage"]``), the
 step, the return so far and success (``info["is_success"]``). Episode ``k`` starts from ``reset(seed=SEED + k)``,
 ``SEED`` being the run's first eval seed, so the video shows the evaluation's episodes.
 
@@ -88,8 +89,11 @@ def record(
     fps: int = 10,
     env_kwargs: dict[str, Any] | None = None,
     device: str = "auto",
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Roll out ``episodes`` episodes of a run's policy (or of its base, ``base_only``) and write them to ``out``.
+
+    :param trust_remote_code: allow unpickling the run's files (see :func:`sb3_vla.evaluate.load_run`).
 
     :return: ``{"path", "frames", "returns", "successes"}`` (per episode; success ``None`` when not reported).
 
@@ -101,7 +105,8 @@ def record(
     from sb3_vla.evaluation import ZeroResidualPolicy
 
     kwargs = {"render_mode": "rgb_array", **(env_kwargs or {})}
-    run = load_run(run_dir, which, 1, device, kwargs, extra_wrappers=[(f"{__name__}.FrameRecorder", {})])
+    wrappers: list[tuple[str, dict[str, Any]]] = [(f"{__name__}.FrameRecorder", {})]
+    run = load_run(run_dir, which, 1, device, kwargs, extra_wrappers=wrappers, trust_remote_code=trust_remote_code)
     policy: Any = ZeroResidualPolicy(run.venv.action_space) if base_only else run.model
     first = run.eval_seed if seed is None else seed
     frames: list[np.ndarray] = []
@@ -158,6 +163,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fps", type=int, default=10)
     p.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY:VALUE")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow unpickling the run's files (vecnormalize.pkl, the zip), which runs code from them",
+    )
     args = p.parse_args(argv)
     from sb3_vla.train import configure_threads
 
@@ -174,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
             args.fps,
             parse_key_values(args.env_kwargs),
             args.device,
+            args.trust_remote_code,
         )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -98,7 +98,7 @@ class LiberoEnv(gym.Env):
         scripted_noise: float | None = None,
         **libero_kwargs: Any,
     ) -> None:
-        from sb3_vla.envs.libero.runtime import import_libero
+        from sb3_vla.envs.libero.runtime import import_libero, require_assets
 
         self.suite: LiberoSuite = get_suite(suite)
         self.task_id = check_task_id(self.suite, task_id)
@@ -112,7 +112,7 @@ class LiberoEnv(gym.Env):
             raise ValueError(f"settle_steps must be >= 0, got {settle_steps}")
         self.settle_steps = int(settle_steps)
 
-        import_libero(assets_path)
+        require_assets(import_libero(assets_path))
         from libero.libero import benchmark, get_libero_path
         from libero.libero.envs.env_wrapper import ControlEnv
 

@@ -8,7 +8,9 @@ we write one pointing at the BDDL files and init states installed with the ``lib
 
 Scene and object assets: the PyPI ``libero`` package ships none and downloads them from the Hugging Face hub at
 first use. Pass ``assets_path=`` (or set ``SB3_VLA_LIBERO_ASSETS``) to use a local folder instead (the ``assets/``
-folder of a LIBERO checkout); with neither, LIBERO's own lookup (package folder, then download) is kept.
+folder of a LIBERO checkout); with neither, LIBERO's own lookup (package folder, then download) is kept, and an env
+that finds no assets that way raises the error of :func:`require_assets` (naming ``SB3_VLA_LIBERO_ASSETS``) before
+robosuite fails on a missing scene file.
 """
 
 from __future__ import annotations
@@ -103,3 +105,20 @@ def import_libero(assets_path: str | os.PathLike[str] | None = None) -> Any:
         # LIBERO's get_assets_path() returns this cached folder when it exists (read at every object build)
         libero_pkg._assets_path_cache = str(check_assets(path))
     return libero_pkg
+
+
+def require_assets(libero_pkg: Any) -> Path:
+    """The asset folder LIBERO reads (``libero_pkg.get_assets_path()``); a ``ValueError`` naming
+    ``SB3_VLA_LIBERO_ASSETS`` and how to set it when that folder does not exist or holds no ``scenes/`` (the PyPI
+    package ships no assets, and LIBERO's download from the Hugging Face hub failed or was not possible)."""
+    path = Path(libero_pkg.get_assets_path())
+    if not (path / "scenes").is_dir():
+        raise ValueError(
+            f"LIBERO has no scene assets: {path} {'holds no scenes/' if path.is_dir() else 'does not exist'}. The "
+            "libero package from PyPI ships none and downloads them from the Hugging Face hub at first use, which "
+            "did not work here (offline?). Point sb3-vla at a local copy of LIBERO's asset folder (the one holding "
+            f"scenes/, stable_scanned_objects/, textures/ ...: libero/libero/assets in the LIBERO repository): "
+            f"export {ASSETS_ENV_VAR}=/path/to/LIBERO/libero/libero/assets before running, or pass "
+            "assets_path='/path/to/assets' to the env (sb3_vla.train --env-kwargs assets_path:/path/to/assets)"
+        )
+    return path

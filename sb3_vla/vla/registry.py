@@ -9,7 +9,8 @@ Spec forms:
 - ``<prefix>:<argument>``: a backend registered with :func:`register_base` (``hf:``, ``clip:``, ``module:``,
   ``sb3:`` ...).
 - ``<package.module>:<callable>``: any importable factory returning a :class:`BaseModel`; it is called with
-  the keyword arguments ``observation_space``, ``action_space`` and the extra ``base_kwargs``.
+  the keyword arguments ``observation_space``, ``action_space`` and the extra ``base_kwargs``. The module path must
+  contain a dot (``my_pkg.bases:make_my_base``), which tells it from a backend prefix.
 """
 
 from __future__ import annotations
@@ -136,6 +137,20 @@ def make_base(
         if not isinstance(base, BaseModel):
             raise TypeError(f"base factory {spec!r} returned {type(base).__name__}, expected a BaseModel")
         return base
-    raise ValueError(
-        f"unknown base spec {spec!r}; known prefixes: {', '.join(registered_bases())}, or '<package.module>:<factory>'"
-    )
+    known = ", ".join(registered_bases())
+    if arg:
+        raise ValueError(
+            f"unknown base spec {spec!r}: {prefix!r} is not a registered prefix (known: {known}); if it names a "
+            f"factory, the module path before ':' needs a dot: the form is 'package.module:Name', e.g. "
+            "'my_pkg.bases:make_my_base' for a function make_my_base in my_pkg/bases.py (called with "
+            "observation_space=, action_space= and the base_kwargs, returning a BaseModel); a top-level module "
+            f"{prefix!r} cannot be told from a backend prefix, so put the factory in a package module"
+        )
+    dotted = prefix.partition("?")[0]
+    if "." in dotted and all(part.isidentifier() for part in dotted.split(".")):
+        mod_name, _, name = dotted.rpartition(".")
+        raise ValueError(
+            f"unknown base spec {spec!r}; a factory spec separates the module from the name with ':', "
+            f"'package.module:Name', e.g. {f'{mod_name}:{name}'!r}; known prefixes: {known}"
+        )
+    raise ValueError(f"unknown base spec {spec!r}; known prefixes: {known}, or a factory 'package.module:Name'")

@@ -6,6 +6,19 @@ mapped onto the *last* tokens of the vocabulary: token ``t`` decodes to ``bin_ce
 with ``V`` the tokenizer's vocabulary size (``text_config.vocab_size - pad_to_multiple_of``), and is then
 un-normalised with the dataset's action statistics (``norm_stats[unnorm_key]["action"]``: ``q01``, ``q99`` and an
 optional ``mask`` of dims to un-normalise): ``a = 0.5 * (x + 1) * (q99 - q01) + q01``.
+
+``trust_remote_code`` (off by default): some models, OpenVLA among them, ship their own Python modelling and
+processing code with the weights (``auto_map`` in ``config.json``, files such as ``modeling_prismatic.py``).
+``trust_remote_code=True`` is handed to transformers' ``AutoConfig`` / ``AutoProcessor`` / model
+``from_pretrained``, which then import and **run that code** from the model folder or hub repo; for such a model
+whose ``auto_map`` has no ``AutoModelForImageTextToText`` entry, the class is taken from its
+``AutoModelForVision2Seq`` (else ``AutoModelForCausalLM``) entry. Without it (``False``, the default) only
+transformers' built-in architectures load, and a model that needs its own code fails in transformers with an error
+asking for ``trust_remote_code=True``. Enable it only for models you trust. Pass it inline in the base spec,
+``hf:/models/openvla-7b?unnorm_key=bridge_orig&trust_remote_code=True``, as ``base_kwargs: {trust_remote_code:
+true}`` of the ``VLAObservationWrapper`` in YAML, or as ``HFVLABase(..., trust_remote_code=True)``. A run folder
+whose saved config opts in is refused by ``sb3_vla.train --resume`` and ``sb3_vla.evaluate`` / ``sb3_vla.record``
+unless the command also gets ``--trust-remote-code``.
 """
 
 from __future__ import annotations
@@ -130,7 +143,9 @@ class HFVLABase(BaseModel):
     :param n_bins: number of action bin edges (OpenVLA: 256).
     :param vocab_size: ``V`` for decoding; default ``text_config.vocab_size - pad_to_multiple_of``.
     :param constrain_to_action_tokens: only let the model generate action tokens (OpenVLA itself does not).
-    :param trust_remote_code: allow the model's own modelling code (OpenVLA needs it).
+    :param trust_remote_code: let transformers import and run the modelling / processing code shipped with the model
+        (OpenVLA needs it); ``False`` by default. It runs code from the model's files: only for models you trust.
+        In a spec: ``hf:<model>?trust_remote_code=True`` (see the module docstring).
     :param dtype: ``"auto"`` (bfloat16 on CUDA, float32 on CPU), ``"float32"``, ``"bfloat16"``, ``"float16"``.
     :param device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
     :param quantization: ``None``, ``"4bit"`` or ``"8bit"`` (bitsandbytes; CUDA only).

@@ -9,7 +9,8 @@ The contract, exactly:
   that need a new query this step (``1 <= B <= n_envs``); uint8 images stay uint8 in the env's layout (HWC or
   CHW), every other array becomes float32. With ``instruction_key="instr"``, ``obs["instr"]`` is a ``list[str]`` of
   ``B`` instructions (``""`` where the env gives none). At construction ``forward`` runs once on an all-zero batch
-  with ``B = 1`` to find the output shapes.
+  with ``B = 1`` to find the output shapes; an exception there raises :class:`ModuleProbeError`, listing the keys
+  and shapes it was given.
 - ``forward`` returns a tensor ``(B, A)`` (one action per row) or ``(B, H, A)`` (an action chunk of ``H`` steps,
   executed one step at a time), in the env's action units (the wrapper clips to the env's bounds; pass
   ``action_space`` / an ``action_adapter`` when the module acts in other units or shapes).
@@ -52,11 +53,20 @@ from sb3_vla.vla.base import BaseModel, VLABatch
 STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model")
 
 
+class ModuleProbeError(ValueError):
+    """The module's ``forward`` (or ``embed``) raised on the probe call at construction; the message lists the
+    observation dict it was given and what a ``module:`` base's ``forward`` must take and return."""
+
+
 def import_class(path: str) -> type:
     """Import ``package.module.Class`` (``package.module:Class`` also accepted)."""
     module_name, sep, cls_name = path.rpartition(":") if ":" in path else path.rpartition(".")
     if not sep or not module_name or not cls_name:
-        raise ValueError(f"model class {path!r} must be a dotted path 'package.module.Class'")
+        raise ValueError(
+            f"model class {path!r} must be a dotted path 'package.module.Class' (or 'package.module:Class'), the "
+            "module importable from the current environment, e.g. 'my_pkg.nets.TinyVLA' or 'my_pkg.nets:TinyVLA' "
+            "for a class TinyVLA defined in my_pkg/nets.py"
+        )
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
@@ -244,7 +254,37 @@ class ModuleBase(BaseModel):
                 return None, None
             obs[k] = np.zeros((1, *sp.shape), dtype=sp.dtype)
         batch = VLABatch(obs=obs, instructions=[""], env_ids=np.zeros(1, dtype=np.int64))
-        return self.predict(batch)
+        tensors = self._to_tensors(batch)
+        try:
+            action, emb = self._forward(tensors)
+        except Exception as e:
+            raise ModuleProbeError(self._probe_message(tensors, e)) from e
+        return self._outputs(action, emb, 1)
+
+    def _probe_message(self, tensors: dict[str, Any], error: Exception) -> str:
+        given = ", ".join(
+            f"{k!r}: {type(v).__name__} of {len(v)} str"
+            if isinstance(v, list)
+            else f"{k!r}: {tuple(v.shape)} {str(v.dtype).replace('torch.', '')}"
+            for k, v in tensors.items()
+        )
+        called = "forward(obs) or embed(obs)" if self.use_embed else "forward(obs)"
+        return (
+            f"{self.name}: {called} failed on the probe call at construction ({type(error).__name__}: {error}). "
+            f"It was given one dict of tensors, obs = {{{given}}} (an all-zero batch, B = 1, on {self.device}). "
+            "A module: base's forward receives that dict: the env's observation keys (key 'obs' for a Box "
+            "observation space; obs_keys picks a subset), each a (B, ...) batch, uint8 images as uint8, everything "
+            "else float32; with instruction_key, obs[instruction_key] is a list of B strings. forward must return "
+            "the action, a tensor (B, A) or an action chunk (B, H, A); an optional embed(obs) returns the embedding "
+            "(B, D). Adapt forward to take the dict (e.g. x = obs['obs']), or pass obs_keys / instruction_key to "
+            "give it what it needs"
+        )
+
+    def _forward(self, obs: dict[str, Any]) -> tuple[Any, Any]:
+        with th.inference_mode():
+            action = self.module(obs)
+            emb = getattr(self.module, "embed")(obs) if self.use_embed else None  # noqa: B009
+        return action, emb
 
     def _to_tensors(self, batch: VLABatch) -> dict[str, Any]:
         keys = self.obs_keys if self._select else tuple(batch.obs)
@@ -260,13 +300,13 @@ class ModuleBase(BaseModel):
         return obs
 
     def predict(self, batch: VLABatch) -> tuple[np.ndarray, np.ndarray | None]:
-        obs = self._to_tensors(batch)
-        with th.inference_mode():
-            action = self.module(obs)
-            emb = getattr(self.module, "embed")(obs) if self.use_embed else None  # noqa: B009
+        action, emb = self._forward(self._to_tensors(batch))
+        return self._outputs(action, emb, batch_size(batch))
+
+    def _outputs(self, action: Any, emb: Any, b: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Check ``forward``'s output (``b`` rows) and convert the action and embedding to float32 arrays."""
         if not isinstance(action, th.Tensor):
             raise TypeError(f"{self.name}: forward(obs) must return a tensor, got {type(action).__name__}")
-        b = batch_size(batch)
         act = to_numpy_f32(action)
         if act.ndim not in (2, 3) or act.shape[0] != b:
             raise ValueError(f"{self.name}: forward(obs) returned shape {act.shape}; expected (B, A) or (B, H, A)")
