@@ -1,6 +1,6 @@
 """sb3-vla: residual RL post-training of frozen Vision-Language-Action models with stock Stable-Baselines3."""
 
-from sb3_vla.env_util import make_residual_vec_env
+from sb3_vla.env_util import make_residual_env, make_residual_vec_env
 from sb3_vla.envs import register_envs
 from sb3_vla.extractor import VLAFeaturesExtractor
 from sb3_vla.policies import (
@@ -44,6 +44,7 @@ __all__ = [
     "ZeroResidualInitCallback",
     "__version__",
     "make_base",
+    "make_residual_env",
     "make_residual_vec_env",
     "register_base",
     "register_envs",

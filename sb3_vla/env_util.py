@@ -1,4 +1,5 @@
-"""One call from an env id and a base to a vectorised residual env that stock SB3 algorithms train on."""
+"""One call from an env id and a base to a residual env that stock SB3 algorithms train on: vectorised
+(:func:`make_residual_vec_env`) or single (:func:`make_residual_env`, for ``check_env`` and plain Gymnasium loops)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from sb3_vla.vla.base import BaseModel
 from sb3_vla.wrappers.adapters import ActionAdapterLike
-from sb3_vla.wrappers.observation import VecVLAObservationWrapper
-from sb3_vla.wrappers.residual import ResidualScale, VecResidualActionWrapper
+from sb3_vla.wrappers.observation import VecVLAObservationWrapper, VLAObservationWrapper
+from sb3_vla.wrappers.residual import ResidualActionWrapper, ResidualScale, VecResidualActionWrapper
 from sb3_vla.wrappers.residual_map import ResidualMapLike
 
 
@@ -32,6 +33,45 @@ def make_registered_env(env_id: str, **kwargs: Any) -> gym.Env:
 def env_factory(env_id: str | Callable[..., gym.Env]) -> Callable[..., gym.Env]:
     """A picklable env constructor for ``make_vec_env`` that also works in ``SubprocVecEnv`` workers."""
     return functools.partial(make_registered_env, env_id) if isinstance(env_id, str) else env_id
+
+
+def make_residual_env(
+    env_id: str | Callable[..., gym.Env],
+    base: BaseModel | str,
+    residual_scale: ResidualScale = 0.1,
+    env_kwargs: dict[str, Any] | None = None,
+    query_interval: int = 1,
+    drop_keys: Sequence[str] = (),
+    base_kwargs: dict[str, Any] | None = None,
+    **residual_kwargs: Any,
+) -> gym.Env:
+    """One env with the per-env stack: :class:`VLAObservationWrapper` -> :class:`ResidualActionWrapper`.
+
+    The same observation and action spaces as one env of :func:`make_residual_vec_env` (which batches the base
+    over its envs instead), so Gymnasium's and SB3's ``check_env`` can check what the agent will see.
+
+    :param env_id: a registered env id or an env factory.
+    :param base: a :class:`~sb3_vla.vla.BaseModel` or a spec string.
+    :param residual_scale: see :class:`~sb3_vla.wrappers.ResidualActionWrapper`.
+    :param env_kwargs: keyword arguments for the env constructor.
+    :param query_interval: query the base every this many steps (or when its chunk runs out).
+    :param drop_keys: raw observation keys hidden from the agent (the base still sees them).
+    :param base_kwargs: keyword arguments for building ``base`` from a spec string.
+    :param residual_kwargs: more :class:`~sb3_vla.wrappers.ResidualActionWrapper` arguments (``residual_map``,
+        ``decision_interval`` ...).
+
+    Example::
+
+        >>> from stable_baselines3.common.env_checker import check_env
+        >>> env = make_residual_env("Pendulum-v1", base="zero", residual_scale=2.0)
+        >>> check_env(env)
+        >>> sorted(env.observation_space.spaces)
+        ['obs', 'vla_action']
+    """
+    make = env_factory(env_id)
+    env = make(**(env_kwargs or {}))
+    env = VLAObservationWrapper(env, base, query_interval=query_interval, drop_keys=drop_keys, base_kwargs=base_kwargs)
+    return ResidualActionWrapper(env, residual_scale=residual_scale, **residual_kwargs)
 
 
 def make_residual_vec_env(
