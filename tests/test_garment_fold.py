@@ -220,3 +220,17 @@ def test_scripted_success_band() -> None:
     successes = [bool(_run_scripted(env, seed=100 + i)["is_success"]) for i in range(6)]
     env.close()
     assert 1 <= sum(successes) <= 5, successes
+
+
+def test_camera_wrapper_adds_rgb_unless_the_env_turned_it_off() -> None:
+    from sb3_vla.envs.garment_fold import CameraObservationWrapper
+
+    env = CameraObservationWrapper(gym.make("GarmentFold-v0"), image_size=(48, 64))
+    assert env.observation_space["rgb"].shape == (48, 64, 3)
+    obs, _ = env.reset(seed=0)
+    assert obs["rgb"].shape == (48, 64, 3) and obs["rgb"].dtype == np.uint8 and obs["rgb"].std() > 0
+    assert env.observation_space.contains(obs)
+    off = CameraObservationWrapper(gym.make("GarmentFold-v0", rgb_obs=False))
+    assert "rgb" not in off.observation_space.spaces and "rgb" not in off.reset(seed=0)[0]
+    with pytest.raises(TypeError, match="for GarmentFold-v0"):
+        CameraObservationWrapper(gym.make("Pendulum-v1"))

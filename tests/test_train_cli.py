@@ -124,12 +124,14 @@ def test_garment_fold_headline_command(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     run = tmp_path / "sac" / "GarmentFold-v0_1"
     config = yaml.safe_load((run / "GarmentFold-v0" / "config.yml").read_text())
-    residual = config["env_wrapper"][1]["sb3_vla.wrappers.ResidualActionWrapper"]
+    wrappers = {name: kwargs for w in config["env_wrapper"] for name, kwargs in w.items()}
+    assert list(wrappers)[0] == "sb3_vla.envs.garment_fold.CameraObservationWrapper"  # the camera the base reads
+    residual = wrappers["sb3_vla.wrappers.ResidualActionWrapper"]
     assert residual["residual_map"] == "sb3_vla.envs.garment_fold:PinchResidualMap"
     assert residual["decision_interval"] == 4
     model = SAC.load(run / "GarmentFold-v0.zip")
     assert model.action_space.shape == (7,)  # pinch-point offsets + stage advance
-    assert config["env_wrapper"][0]["sb3_vla.wrappers.VLAObservationWrapper"]["base"] == "small-vla:garment_fold"
+    assert wrappers["sb3_vla.wrappers.VLAObservationWrapper"]["base"] == "small-vla:garment_fold"
     spaces = model.observation_space.spaces
     assert {"vla_action", "vla_action_mapped", "vla_embedding", "joint_pos", "keypoints", "stage"} <= set(spaces)
     assert spaces["vla_embedding"].shape == (256,) and "rgb" not in spaces  # the camera feeds the base only
@@ -177,7 +179,9 @@ def test_garment_fold_pinch_point_residual_from_the_command_line(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     run = tmp_path / "sac" / "GarmentFold-v0_1"
     config = yaml.safe_load((run / "GarmentFold-v0" / "config.yml").read_text())
-    residual = config["env_wrapper"][1]["sb3_vla.wrappers.ResidualActionWrapper"]
+    wrappers = {name: kwargs for w in config["env_wrapper"] for name, kwargs in w.items()}
+    assert list(wrappers)[0] == "sb3_vla.envs.garment_fold.CameraObservationWrapper"  # the camera the base reads
+    residual = wrappers["sb3_vla.wrappers.ResidualActionWrapper"]
     assert residual["residual_map"] == "sb3_vla.envs.garment_fold:PinchResidualMap"
     model = SAC.load(run / "GarmentFold-v0.zip")
     assert model.action_space.shape == (7,)

@@ -50,14 +50,18 @@ def test_every_entry_resolves_with_the_zoo_conventions(algo: str) -> None:
         pk = eval(hp.get("policy_kwargs", "dict()"), {"th": th, "nn": nn, "np": np})
         assert "features_extractor_class" not in pk
         names = [next(iter(w)) for w in hp["env_wrapper"]]
-        assert names == [OBS_WRAPPER, RESIDUAL_WRAPPER]
+        camera = ["sb3_vla.envs.garment_fold.CameraObservationWrapper"] if env_id == "GarmentFold-v0" else []
+        assert names == [*camera, OBS_WRAPPER, RESIDUAL_WRAPPER]
         cfg = resolve(algo, env_id, hp)
         assert cfg.obs_wrapper_kwargs is not None and "base" in cfg.obs_wrapper_kwargs
         assert cfg.policy.__name__.startswith("Residual")
         if env_id == "GarmentFold-v0":
             # the shipped SmallVLA reads the camera; the agent does not see it and the replay buffer does not store it
             assert cfg.obs_wrapper_kwargs["base"] == "small-vla:garment_fold"
-            assert cfg.obs_wrapper_kwargs["drop_keys"] == ["rgb", "garment_pcd"] and cfg.env_kwargs["rgb_obs"] is True
+            assert cfg.obs_wrapper_kwargs["drop_keys"] == ["rgb", "garment_pcd"]
+            # the camera comes from a wrapper, which rl-zoo applies to its eval env too (env_kwargs it drops there)
+            assert "rgb_obs" not in cfg.env_kwargs
+            assert cfg.other_wrappers == [("sb3_vla.envs.garment_fold.CameraObservationWrapper", {"image_size": 128})]
             # the residual recipe: pinch-point offsets (2 cm x/y, 0.5 cm z, 0.3 on the advance), chunks of 4 env steps
             assert cfg.residual_kwargs is not None and "override_dims" not in cfg.residual_kwargs
             assert cfg.residual_kwargs["residual_map"] == "sb3_vla.envs.garment_fold:PinchResidualMap"
@@ -169,7 +173,9 @@ def test_rl_zoo_train_and_enjoy_garment_fold(tmp_path: Path) -> None:
         "-n",
         "16",
         "--eval-freq",
-        "-1",
+        "8",  # rl-zoo's own eval env (built without the YAML's env_kwargs) must get the camera too
+        "--eval-episodes",
+        "1",
         "-f",
         str(log),
         "-params",
@@ -217,7 +223,9 @@ def test_sb3_vla_train_reads_the_same_entry_for_garment_fold(tmp_path: Path) -> 
     )
     run_dir = _run_dir(tmp_path, "sac", "GarmentFold-v0")
     cfg = yaml.safe_load((run_dir / "GarmentFold-v0" / "config.yml").read_text())
-    assert cfg["env_wrapper"][1][RESIDUAL_WRAPPER] == {
+    wrappers = {name: kwargs for w in cfg["env_wrapper"] for name, kwargs in w.items()}
+    assert list(wrappers)[0] == "sb3_vla.envs.garment_fold.CameraObservationWrapper"
+    assert wrappers[RESIDUAL_WRAPPER] == {
         "residual_map": "sb3_vla.envs.garment_fold:PinchResidualMap",
         "residual_scale": [0.02, 0.02, 0.005, 0.02, 0.02, 0.005, 0.3],
         "decision_interval": 4,

@@ -75,7 +75,8 @@ class GarmentFoldEnv(gym.Env):
     :mod:`sb3_vla.envs.garment_fold.pinch`).
 
     :param render_mode: ``None`` or ``"rgb_array"`` (``render()`` returns a ``render_size`` frame).
-    :param rgb_obs: add the ``rgb`` camera image to the observation.
+    :param rgb_obs: add the ``rgb`` camera image to the observation (``None``: not chosen, off unless a
+        :class:`~sb3_vla.envs.garment_fold.CameraObservationWrapper` turns it on; ``False`` keeps it off).
     :param image_size: ``(H, W)`` of the ``rgb`` observation (or one int for a square image).
     :param render_size: ``(H, W)`` of ``render()`` frames.
     :param camera: camera name for images (``"front"`` or ``"top"``).
@@ -117,7 +118,7 @@ class GarmentFoldEnv(gym.Env):
     def __init__(
         self,
         render_mode: str | None = None,
-        rgb_obs: bool = False,
+        rgb_obs: bool | None = None,
         image_size: int | tuple[int, int] = 128,
         render_size: int | tuple[int, int] = (240, 320),
         camera: str = "front",
@@ -139,6 +140,7 @@ class GarmentFoldEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.render_mode = render_mode
         self.rgb_obs = bool(rgb_obs)
+        self.rgb_obs_chosen = rgb_obs is not None  # an explicit False keeps CameraObservationWrapper off
         self.image_size = _pair(image_size)
         self.render_size = _pair(render_size)
         self.camera = camera
@@ -211,6 +213,7 @@ class GarmentFoldEnv(gym.Env):
         if self.rgb_obs:
             obs_spaces["rgb"] = spaces.Box(0, 255, shape=(*self.image_size, 3), dtype=np.uint8)
         self.observation_space = spaces.Dict(obs_spaces)
+        self._state_spaces = {k: v for k, v in obs_spaces.items() if k != "rgb"}
         low = np.concatenate([-np.ones(60), [0.0]]).astype(np.float32)
         self.action_space = spaces.Box(low=low, high=np.ones(61, dtype=np.float32), dtype=np.float32)
         self._act_low, self._act_high = low.astype(np.float64), np.ones(61)
@@ -228,6 +231,18 @@ class GarmentFoldEnv(gym.Env):
         self._last_obs: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------------------------------- gym API
+
+    def set_rgb_obs(self, enabled: bool = True, image_size: int | tuple[int, int] | None = None) -> None:
+        """Turn the ``rgb`` camera observation on or off after construction (what ``rgb_obs=`` / ``image_size=``
+        set); the observation space changes with it, so call it before wrappers read the space (see
+        :class:`~sb3_vla.envs.garment_fold.CameraObservationWrapper`)."""
+        self.rgb_obs = bool(enabled)
+        if image_size is not None:
+            self.image_size = _pair(image_size)
+        obs_spaces = dict(self._state_spaces)
+        if self.rgb_obs:
+            obs_spaces["rgb"] = spaces.Box(0, 255, shape=(*self.image_size, 3), dtype=np.uint8)
+        self.observation_space = spaces.Dict(obs_spaces)
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
         m, d = self.model, self.data
