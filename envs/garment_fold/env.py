@@ -243,6 +243,7 @@ class GarmentFoldEnv(gym.Env):
         if self.rgb_obs:
             obs_spaces["rgb"] = spaces.Box(0, 255, shape=(*self.image_size, 3), dtype=np.uint8)
         self.observation_space = spaces.Dict(obs_spaces)
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
         m, d = self.model, self.data
