@@ -45,32 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 NOISE = 0.03
 
 
-def oracle_offsets(env: object) -> dict[str, np.ndarray]:
-    """Per active hand, the xy offset (m) that cancels the folder's current perception error (privileged)."""
-    from sb3_vla.envs.garment_fold.scripted import APPROACH, CARRY, CLOSE, DESCEND, RELEASE, RETREAT, SIDES
-
-    f = env.folder  # type: ignore[attr-defined]
-    stage = env.stage  # type: ignore[attr-defined]
-    out: dict[str, np.ndarray] = {}
-    if stage >= 3 or f.stage != stage:
-        return out
-    for i, side in enumerate(SIDES):
-        if side not in f.STAGE_GRASPS[stage]:
-            continue
-        grasp, place = -f.grasp_offset[side], -f.place_noise[stage, i]
-        if f.phase in (APPROACH, DESCEND, CLOSE):
-            out[side] = grasp
-        elif f.phase == CARRY:  # blend along the carry arc, from the grasp's correction to the place's
-            out[side] = (1.0 - f.arc_s) * grasp + f.arc_s * place
-        elif f.phase in (RELEASE, RETREAT):
-            out[side] = place
-    return out
-
-
 def run(mode: str, command_frame: bool, noise: float, seeds: list[int], pinch_clip: float, joint_clip: float) -> str:
     """Roll out the folder (plus the oracle in ``mode`` ``pinch`` / ``joint`` / ``none``); one letter per episode:
     ``S`` success, else the stage reached."""
     from sb3_vla.envs.garment_fold import GarmentFoldEnv, PinchResidualMap
+    from sb3_vla.envs.garment_fold.oracle import oracle_offsets
     from sb3_vla.envs.garment_fold.scene import JOINTS_PER_SIDE
     from sb3_vla.envs.garment_fold.scripted import SIDES
 

@@ -78,8 +78,8 @@ def _pendulum_base(with_embedding: bool, embedding_dim: int = 32, bias: float = 
     two-layer tanh MLP of the observation as its embedding ``(B, embedding_dim)``."""
     import gymnasium as gym
 
+    from sb3_vla.envs.classic_control import pendulum_swing_up
     from sb3_vla.vla import BaseModel, VLABatch
-    from tests._helpers import pendulum_controller
 
     space = gym.make("Pendulum-v1").action_space
 
@@ -97,7 +97,7 @@ def _pendulum_base(with_embedding: bool, embedding_dim: int = 32, bias: float = 
 
         def predict(self, batch: VLABatch) -> tuple[np.ndarray, np.ndarray | None]:
             obs = np.asarray(batch.obs["obs"], dtype=np.float32).reshape(len(batch), 3)
-            action = np.stack([pendulum_controller(o, bias=bias) for o in obs]).astype(np.float32)
+            action = np.stack([pendulum_swing_up(o, bias=bias) for o in obs]).astype(np.float32)
             if not self.embedding_dim:
                 return action, None
             return action, np.tanh(np.tanh(obs @ self.w1) @ self.w2).astype(np.float32)

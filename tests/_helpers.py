@@ -8,19 +8,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from sb3_vla.envs.classic_control import pendulum_swing_up as pendulum_controller  # noqa: F401 - used by tests
 from sb3_vla.vla import BaseModel, VLABatch
-
-
-def pendulum_controller(obs: np.ndarray, bias: float = 0.0) -> np.ndarray:
-    """Energy-shaping swing-up + PD balance for Pendulum-v1 (return about -130 unbiased), plus a torque bias."""
-    c, s, w = (float(x) for x in obs)
-    angle = np.arctan2(s, c)
-    if c > 0.85:
-        u = -(10.0 * angle + 2.0 * w)
-    else:  # dE/dt = 3 u w: pump energy towards the upright energy 15
-        energy = 0.5 * w * w + 15.0 * c
-        u = float(np.clip(0.5 * (15.0 - energy), -2, 2)) * (np.sign(w) if abs(w) > 1e-3 else 1.0)
-    return np.clip(np.array([u + bias], dtype=np.float32), -2.0, 2.0)
 
 
 class ToyDictEnv(gym.Env):

@@ -118,7 +118,7 @@ def test_bad_maps_fail_clearly() -> None:
 
 def _oracle(env: GarmentFoldEnv) -> np.ndarray:
     """The pinch offsets that cancel the folder's perception error (the headroom benchmark's oracle)."""
-    from benchmarks.garment_headroom import oracle_offsets
+    from sb3_vla.envs.garment_fold.oracle import oracle_offsets
 
     delta = np.zeros((1, 7))
     offsets = oracle_offsets(env)
