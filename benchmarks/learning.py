@@ -643,6 +643,20 @@ def summarise(curves: dict[tuple[str, int], dict[int, float]], steps: int, margi
     return out
 
 
+def _finish(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, path: Path) -> None:
+    """Label, save and close a benchmark figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot(curves: dict[tuple[str, int], dict[int, float]], title: str, ylabel: str, path: Path) -> None:
     """Mean over seeds per arm with a 95% bootstrap band (of the mean); the base as a horizontal line."""
     import matplotlib
@@ -668,14 +682,7 @@ def plot(curves: dict[tuple[str, int], dict[int, float]], title: str, ylabel: st
             continue
         ax.plot(steps, mean, color=color, marker="o", ms=3, label=ARM_TITLES[arm])
         ax.fill_between(steps, band[:, 0], band[:, 1], color=color, alpha=0.2)
-    ax.set_xlabel("env steps")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, "env steps", ylabel, title, path)
 
 
 def plot_profiles(curves: dict[tuple[str, int], dict[int, float]], title: str, xlabel: str, path: Path) -> None:
@@ -687,10 +694,7 @@ def plot_profiles(curves: dict[tuple[str, int], dict[int, float]], title: str, x
     import matplotlib.pyplot as plt
 
     library, _ = _rliable()
-    finals = {
-        ARM_TITLES[arm]: np.array([[c[max(c)]] for (a, _s), c in sorted(curves.items()) if a == arm and c])
-        for arm in ARMS
-    }
+    finals = {arm: np.array([[c[max(c)]] for (a, _s), c in sorted(curves.items()) if a == arm and c]) for arm in ARMS}
     finals = {k: v for k, v in finals.items() if len(v)}
     if not finals:
         return
@@ -700,17 +704,11 @@ def plot_profiles(curves: dict[tuple[str, int], dict[int, float]], title: str, x
         warnings.simplefilter("ignore", FutureWarning)
         profiles, cis = library.create_performance_profile(finals, taus, reps=500)
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for i, (name, prof) in enumerate(profiles.items()):
-        ax.plot(taus, prof, color=f"C{i}", label=name)
-        ax.fill_between(taus, cis[name][0], cis[name][1], color=f"C{i}", alpha=0.2)
-    ax.set_xlabel(xlabel + " (tau)")
-    ax.set_ylabel("fraction of runs > tau")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    for arm, prof in profiles.items():
+        color = f"C{ARMS.index(arm)}"  # each arm's colour in the curves plot
+        ax.plot(taus, prof, color=color, label=ARM_TITLES[arm])
+        ax.fill_between(taus, cis[arm][0], cis[arm][1], color=color, alpha=0.2)
+    _finish(fig, ax, xlabel + " (tau)", "fraction of runs > tau", title, path)
 
 
 def _fmt(x: float, metric: str) -> str:
