@@ -39,6 +39,7 @@ from typing import Any
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np
+from gymnasium import spaces
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -54,6 +55,8 @@ def run(mode: str, command_frame: bool, noise: float, seeds: list[int], pinch_cl
     from sb3_vla.envs.garment_fold.scripted import SIDES
 
     env = GarmentFoldEnv(pcd_points=0, scripted_noise=noise, scripted_command_frame=command_frame)
+    space = env.action_space
+    assert isinstance(space, spaces.Box)
     pinch = PinchResidualMap(iters=3)
     out = []
     for seed in seeds:
@@ -74,7 +77,7 @@ def run(mode: str, command_frame: bool, noise: float, seeds: list[int], pinch_cl
                     cols = slice(i * JOINTS_PER_SIDE, i * JOINTS_PER_SIDE + 6)
                     # ... clipped per joint, as a joint-space residual of scale joint_clip is
                     action[cols] += np.clip(moved[cols] - action[cols], -joint_clip, joint_clip)
-            _, _, terminated, truncated, info = env.step(np.clip(action, env.action_space.low, env.action_space.high))
+            _, _, terminated, truncated, info = env.step(np.clip(action, space.low, space.high))
             success |= bool(info["is_success"])
             if terminated or truncated:
                 break

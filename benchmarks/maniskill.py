@@ -140,7 +140,7 @@ def conversion_cost(num_envs: int, n_steps: int) -> dict[str, float]:
             sim.reset(options={"env_idx": done.nonzero().reshape(-1)})
     out["sim"] = (time.perf_counter() - t0) / n_steps * 1e3
     for name, make in (
-        ("ours", lambda: ManiSkillVecEnv("PickCube-v1", env=FakeBatchedSim(num_envs))),
+        ("ours", lambda: ManiSkillVecEnv("PickCube-v1", env=FakeBatchedSim(num_envs))),  # type: ignore[arg-type]
         ("maniskill_sb3", lambda: ManiSkillSB3VectorEnv(FakeBatchedSim(num_envs))),
     ):
         venv = make()
