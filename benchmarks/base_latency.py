@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny-model builders live with the tests
 
 from benchmarks._results import write_section  # noqa: E402
-from sb3_vla.vla import BaseModel, VLABatch  # noqa: E402
+from sb3_vla.bases import BaseModel, VLABatch  # noqa: E402
 
 
 def _batch(n: int, image_size: int, rng: np.random.Generator) -> VLABatch:
@@ -58,10 +58,10 @@ def build_models(tmp: Path, device: str) -> list[tuple[str, int, Callable[[], Ba
     """``(label, image size, builder)`` for every row; builders run lazily so one failure does not stop the rest."""
     import _tiny_models as tm
 
-    from sb3_vla.vla.backends.clip import ClipBase
-    from sb3_vla.vla.backends.hf import HFVLABase
-    from sb3_vla.vla.backends.module import ModuleBase
-    from sb3_vla.vla.backends.sb3_policy import SB3PolicyBase
+    from sb3_vla.bases.backends.clip import ClipBase
+    from sb3_vla.bases.backends.hf import HFVLABase
+    from sb3_vla.bases.backends.module import ModuleBase
+    from sb3_vla.bases.backends.sb3_policy import SB3PolicyBase
 
     cuda = th.device(device).type == "cuda" if device != "auto" else th.cuda.is_available()
     ckpt = tm.save_tiny_clip(tmp / "clip")

@@ -51,7 +51,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchm
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sb3_vla.wrappers import ACTION_KEY, EMBEDDING_KEY, MAPPED_ACTION_KEY  # noqa: E402 - after the path fix
+from sb3_vla.core.keys import ACTION_KEY, EMBEDDING_KEY, MAPPED_ACTION_KEY  # noqa: E402 - after the path fix
 
 ARMS = ("base", "scratch", "residual", "residual_emb", "emb_only")
 ARM_TITLES = {
@@ -78,8 +78,8 @@ def _pendulum_base(with_embedding: bool, embedding_dim: int = 32, bias: float = 
     two-layer tanh MLP of the observation as its embedding ``(B, embedding_dim)``."""
     import gymnasium as gym
 
+    from sb3_vla.bases import BaseModel, VLABatch
     from sb3_vla.envs.classic_control import pendulum_swing_up
-    from sb3_vla.vla import BaseModel, VLABatch
 
     space = gym.make("Pendulum-v1").action_space
 

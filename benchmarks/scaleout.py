@@ -36,7 +36,7 @@ from gymnasium import spaces
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sb3_vla.vla.base import BaseModel, VLABatch
+from sb3_vla.bases.base import BaseModel, VLABatch
 
 LATENCY_S = 0.1
 CHUNK = 8

@@ -21,10 +21,10 @@ import numpy as np
 import torch as th
 
 from benchmarks._results import write_section
+from sb3_vla.bases import VLABatch, make_base
 from sb3_vla.models import SHIPPED
 from sb3_vla.models.small_vla import checkpoint_meta, count_parameters, load_small_vla
 from sb3_vla.pretrain import EVAL_OFFSET, _run_jobs, wilson
-from sb3_vla.vla import VLABatch, make_base
 
 _ENVS: dict[float, Any] = {}
 

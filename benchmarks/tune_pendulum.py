@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sb3_vla.vla import BaseModel, VLABatch
+from sb3_vla.bases import BaseModel, VLABatch
 
 BIAS = 2.0  # N m of constant torque error in the base: it cannot balance (return about -750 vs -130 unbiased)
 BASE_SPEC = "benchmarks.tune_pendulum:biased_pendulum_base"

@@ -26,7 +26,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from sb3_vla.vla import BaseModel, VLABatch
+from sb3_vla.bases import BaseModel, VLABatch
 from sb3_vla.wrappers import (
     ResidualActionWrapper,
     VecResidualActionWrapper,

@@ -1,5 +1,6 @@
 """sb3-vla: residual RL post-training of frozen Vision-Language-Action models with stock Stable-Baselines3."""
 
+from sb3_vla.bases import BaseModel, CallableBase, EnvScriptedBase, VLABatch, ZeroBase, make_base, register_base
 from sb3_vla.env_util import make_residual_env, make_residual_vec_env
 from sb3_vla.envs import register_envs
 from sb3_vla.extractor import VLAFeaturesExtractor
@@ -12,7 +13,6 @@ from sb3_vla.policies import (
     ZeroResidualInitCallback,
 )
 from sb3_vla.threads import apply_zoo_thread_default
-from sb3_vla.vla import BaseModel, CallableBase, EnvScriptedBase, VLABatch, ZeroBase, make_base, register_base
 from sb3_vla.wrappers import (
     ResidualActionWrapper,
     VecResidualActionWrapper,

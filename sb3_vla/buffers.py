@@ -15,7 +15,7 @@ from stable_baselines3.common.buffers import DictReplayBuffer
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_vla.wrappers.exploration import RESIDUAL_INFO_KEY
+from sb3_vla.core.keys import RESIDUAL_INFO_KEY
 
 
 class ResidualReplayBuffer(DictReplayBuffer):

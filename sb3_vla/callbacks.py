@@ -10,7 +10,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_wrapper
 
 from sb3_vla.buffers import ResidualReplayBuffer, as_residual_replay_buffer
-from sb3_vla.wrappers.exploration import APPLIED_INFO_KEY, RESIDUAL_INFO_KEY
+from sb3_vla.core.keys import APPLIED_INFO_KEY, RESIDUAL_INFO_KEY
 from sb3_vla.wrappers.residual import VecResidualActionWrapper
 
 

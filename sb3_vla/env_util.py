@@ -11,11 +11,11 @@ import gymnasium as gym
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from sb3_vla.vla.base import BaseModel
+from sb3_vla.bases.base import BaseModel
+from sb3_vla.core.residual_map import ResidualMapLike
 from sb3_vla.wrappers.adapters import ActionAdapterLike
 from sb3_vla.wrappers.observation import VecVLAObservationWrapper, VLAObservationWrapper
 from sb3_vla.wrappers.residual import ResidualActionWrapper, ResidualScale, VecResidualActionWrapper
-from sb3_vla.wrappers.residual_map import ResidualMapLike
 
 
 def make_registered_env(env_id: str, **kwargs: Any) -> gym.Env:
@@ -51,7 +51,7 @@ def make_residual_env(
     over its envs instead), so Gymnasium's and SB3's ``check_env`` can check what the agent will see.
 
     :param env_id: a registered env id or an env factory.
-    :param base: a :class:`~sb3_vla.vla.BaseModel` or a spec string.
+    :param base: a :class:`~sb3_vla.bases.BaseModel` or a spec string.
     :param residual_scale: see :class:`~sb3_vla.wrappers.ResidualActionWrapper`.
     :param env_kwargs: keyword arguments for the env constructor.
     :param query_interval: query the base every this many steps (or when its chunk runs out).
@@ -103,7 +103,7 @@ def make_residual_vec_env(
     (one forward pass for all envs) -> :class:`VecResidualActionWrapper`. Put ``VecNormalize`` on top if needed.
 
     :param env_id: a registered env id or an env factory.
-    :param base: a :class:`~sb3_vla.vla.BaseModel` or a spec string (``zero``, ``scripted``, ``hf:...``).
+    :param base: a :class:`~sb3_vla.bases.BaseModel` or a spec string (``zero``, ``scripted``, ``hf:...``).
     :param n_envs: number of envs.
     :param residual_scale: see :class:`~sb3_vla.wrappers.ResidualActionWrapper`.
     :param absolute_dims: action dims the policy sets directly.
@@ -122,7 +122,7 @@ def make_residual_vec_env(
     :param instruction: fixed instruction for envs that give none.
     :param base_kwargs: keyword arguments for building ``base`` from a spec string.
     :param residual_map: compose the residual in another space (e.g. pinch-point offsets on GarmentFold), see
-        :class:`~sb3_vla.wrappers.residual_map.ResidualMap`.
+        :class:`~sb3_vla.core.residual_map.ResidualMap`.
     :param decision_interval: env steps per agent decision: the residual is held over them and their rewards summed
         (chunk-level residual), see :class:`~sb3_vla.wrappers.ResidualActionWrapper`.
     :param residual_penalty: reward cost per env step of a full-scale residual, see

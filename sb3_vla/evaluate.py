@@ -14,7 +14,7 @@ run's eval seed with ``RUN_DIR``. ``--base`` builds the env stack of the YAML en
 bootstrap interval.
 
 A run folder runs no code from its files (a downloaded one included): the policy is rebuilt from plain data
-(:func:`sb3_vla.vla.backends.sb3_policy.load_sb3_policy`), the VecNormalize statistics are read from
+(:func:`sb3_vla.bases.backends.sb3_policy.load_sb3_policy`), the VecNormalize statistics are read from
 ``vecnormalize.npz`` (``np.load(allow_pickle=False)``), never from ``vecnormalize.pkl``. ``--trust-remote-code``
 (``trust_remote_code=True``) opts in to unpickling, for run folders you trust: a run with only a
 ``vecnormalize.pkl``, a model zip that needs SB3's own loader, or a saved config whose base loads files with
@@ -38,11 +38,11 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from sb3_vla.bases.backends.sb3_files import VEC_NORMALIZE_NPZ, UntrustedFileError
+from sb3_vla.bases.backends.sb3_policy import load_sb3_policy
 from sb3_vla.config import ResolvedConfig, algorithms, default_conf_dir, load_hyperparams, parse_key_values, resolve
 from sb3_vla.evaluation import EpisodeResults, ZeroResidualPolicy, evaluate_episodes, has_residual_wrapper
 from sb3_vla.run_folder import _asks_for_trust
-from sb3_vla.vla.backends.sb3_files import VEC_NORMALIZE_NPZ, UntrustedFileError
-from sb3_vla.vla.backends.sb3_policy import load_sb3_policy
 
 DEFAULT_EVAL_SEED = 10_000  # sb3_vla.train: --seed 0 + 10000
 #: how a user of ``python -m sb3_vla.evaluate`` / ``sb3_vla.record`` (or of :func:`load_run`) opts in to unpickling
@@ -140,7 +140,7 @@ def load_run(
 
     The VecNormalize statistics come from ``<env>/vecnormalize.npz`` and the policy from ``<env>/policy.json`` (or
     the zip's data read by the safe reader) and the zip's plain weights; see
-    :func:`~sb3_vla.vla.backends.sb3_policy.load_sb3_policy`.
+    :func:`~sb3_vla.bases.backends.sb3_policy.load_sb3_policy`.
 
     :param which: ``"final"`` (``<env>.zip``) or ``"best"`` (``best_model.zip``).
     :param env_kwargs: extra env constructor kwargs (e.g. ``render_mode="rgb_array"``).
@@ -148,7 +148,7 @@ def load_run(
     :param trust_remote_code: allow unpickling (runs code from the files; only for run folders you trust): a
         ``vecnormalize.pkl`` when there is no ``vecnormalize.npz``, the whole model zip, and a saved config whose
         base loads its own files with ``trust_remote_code``. Otherwise those raise
-        :class:`~sb3_vla.vla.backends.sb3_files.UntrustedFileError` saying how to opt in.
+        :class:`~sb3_vla.bases.backends.sb3_files.UntrustedFileError` saying how to opt in.
 
     Example::
 

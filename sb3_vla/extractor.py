@@ -14,7 +14,7 @@ from stable_baselines3.common.preprocessing import (
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from sb3_vla.wrappers.engine import EMBEDDING_KEY
+from sb3_vla.core.keys import EMBEDDING_KEY
 
 
 def _mlp(in_dim: int, net_arch: Sequence[int], activation: type[nn.Module] = nn.ReLU) -> tuple[nn.Module, int]:

@@ -46,7 +46,7 @@ from stable_baselines3.common.torch_layers import create_mlp
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from sb3_vla.vla.backends.module import import_class
+from sb3_vla.bases.backends.module import import_class
 
 #: key of the state dict in an EmbodiChain checkpoint (``{"model_state_dict": model.state_dict(), ...}``)
 MODEL_STATE_KEY = "model_state_dict"

@@ -25,9 +25,9 @@ from typing import Any
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from sb3_vla.bases.backends.sb3_files import POLICY_SPEC, VEC_NORMALIZE_NPZ, save_vec_normalize, write_policy_spec
 from sb3_vla.checkpoint import guard_write
 from sb3_vla.config import ResolvedConfig, resolve
-from sb3_vla.vla.backends.sb3_files import POLICY_SPEC, VEC_NORMALIZE_NPZ, save_vec_normalize, write_policy_spec
 
 CONFIG_FLAGS = ("conf_file", "hyperparams", "base", "env_kwargs")
 _IGNORED = ("n_timesteps",)  # extending the budget on resume is not a config change

@@ -37,6 +37,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 import sb3_vla  # noqa: F401 - registers the env ids
 from sb3_vla.base_cost import BaseCostCallback
+from sb3_vla.bases.base import BaseModel
+from sb3_vla.bases.shared import SharedBase, can_share
 from sb3_vla.callbacks import VLAStatsCallback
 from sb3_vla.checkpoint import CheckpointCallback, DiskFullError, load_latest_checkpoint, save_checkpoint
 from sb3_vla.config import (
@@ -52,8 +54,6 @@ from sb3_vla.env_util import env_factory
 from sb3_vla.evaluation import FixedSeedEvalCallback, run_summary
 from sb3_vla.run_checks import check_action_space, check_device, check_env_kwargs, warn_no_updates
 from sb3_vla.run_folder import frozen_config, resume_args, save_model_files
-from sb3_vla.vla.base import BaseModel
-from sb3_vla.vla.shared import SharedBase, can_share
 from sb3_vla.wrappers import BaseModelError, VecResidualActionWrapper, VecVLAObservationWrapper
 
 
@@ -269,7 +269,7 @@ def build_vec_env(
 
 def shared_base(venv: VecEnv) -> BaseModel | None:
     """The base of ``venv``'s :class:`VecVLAObservationWrapper`, lent for a second env stack of the same config
-    (:class:`~sb3_vla.vla.shared.SharedBase`: only ``venv`` closes it); ``None`` when ``venv`` has no base or the base
+    (:class:`~sb3_vla.bases.shared.SharedBase`: only ``venv`` closes it); ``None`` when ``venv`` has no base or the base
     keeps per-env state (the second stack then builds its own)."""
     v: Any = venv
     while isinstance(v, VecEnvWrapper):

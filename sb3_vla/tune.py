@@ -68,9 +68,9 @@ from sb3_vla.config import (
     residual_policies,
     resolve,
 )
+from sb3_vla.core.keys import ACTION_KEY, EMBEDDING_KEY
 from sb3_vla.evaluation import FixedSeedEvalCallback
 from sb3_vla.extractor import VLAFeaturesExtractor, classify_key
-from sb3_vla.wrappers.engine import ACTION_KEY, EMBEDDING_KEY
 
 OFF_POLICY = ("sac", "tqc", "td3", "ddpg")
 ON_POLICY = ("ppo", "a2c")

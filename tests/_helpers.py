@@ -8,8 +8,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from sb3_vla.bases import BaseModel, VLABatch
 from sb3_vla.envs.classic_control import pendulum_swing_up as pendulum_controller  # noqa: F401 - used by tests
-from sb3_vla.vla import BaseModel, VLABatch
 
 
 class ToyDictEnv(gym.Env):

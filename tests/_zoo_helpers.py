@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_vla.vla import BaseModel, VLABatch
+from sb3_vla.bases import BaseModel, VLABatch
 from tests._helpers import pendulum_controller
 
 BIAS = 1.0

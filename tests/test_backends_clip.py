@@ -16,8 +16,8 @@ pytest.importorskip("open_clip")
 import open_clip
 from _tiny_models import TINY_CLIP, TINY_CLIP_CFG, save_tiny_clip
 
-from sb3_vla.vla import VLABatch, make_base
-from sb3_vla.vla.backends.clip import ClipBase
+from sb3_vla.bases import VLABatch, make_base
+from sb3_vla.bases.backends.clip import ClipBase
 
 
 @pytest.fixture(scope="module")

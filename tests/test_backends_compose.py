@@ -9,9 +9,9 @@ import pytest
 from _tiny_models import TINY_CLIP, TinyDictEnv, save_tiny_clip
 from gymnasium import spaces
 
-from sb3_vla.vla import CallableBase, VLABatch, ZeroBase, make_base, registered_bases
-from sb3_vla.vla.backends import ComposedBase, make_composed_base
-from sb3_vla.vla.backends._common import parse_options
+from sb3_vla.bases import CallableBase, VLABatch, ZeroBase, make_base, registered_bases
+from sb3_vla.bases.backends import ComposedBase, make_composed_base
+from sb3_vla.bases.backends._common import parse_options
 
 pytest.importorskip("open_clip")
 
@@ -73,7 +73,7 @@ def test_compose_spec_scripted_action_clip_embedding(ckpt: Path) -> None:
 
 
 def test_composed_base_in_python_concatenates_embeddings(ckpt: Path) -> None:
-    from sb3_vla.vla.backends.clip import ClipBase
+    from sb3_vla.bases.backends.clip import ClipBase
 
     clip_img = ClipBase(TINY_CLIP, str(ckpt), include_text=False, device="cpu")
     action_base = ZeroBase(ACT_SPACE, embedding_dim=4)
@@ -88,7 +88,7 @@ def test_composed_base_in_python_concatenates_embeddings(ckpt: Path) -> None:
 
 
 def test_compose_errors(ckpt: Path) -> None:
-    from sb3_vla.vla.backends.clip import ClipBase
+    from sb3_vla.bases.backends.clip import ClipBase
 
     clip = ClipBase(TINY_CLIP, str(ckpt), device="cpu")
     with pytest.raises(ValueError, match="gives the action"):

@@ -14,8 +14,8 @@ pytest.importorskip("transformers")
 
 from _tiny_models import NORM_STATS, save_tiny_llava, tiny_vocab
 
-from sb3_vla.vla import VLABatch, make_base
-from sb3_vla.vla.backends.hf import (
+from sb3_vla.bases import VLABatch, make_base
+from sb3_vla.bases.backends.hf import (
     HFVLABase,
     decode_action_tokens,
     select_action_stats,

@@ -10,8 +10,8 @@ import torch as th
 from _tiny_models import TinyDictEnv, TinyPolicy
 from gymnasium import spaces
 
-from sb3_vla.vla import VLABatch, make_base
-from sb3_vla.vla.backends.module import ModuleBase
+from sb3_vla.bases import VLABatch, make_base
+from sb3_vla.bases.backends.module import ModuleBase
 
 OBS_SPACE = TinyDictEnv(rgb=True).observation_space
 ACT_SPACE = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)

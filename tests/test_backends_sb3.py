@@ -10,10 +10,10 @@ from _tiny_models import TinyDictEnv, train_tiny_sb3
 from gymnasium import spaces
 from stable_baselines3 import PPO, SAC
 
-from sb3_vla.vla import CallableBase, VLABatch, make_base
-from sb3_vla.vla.backends.sb3_files import ObsNormalizer, UntrustedFileError, save_vec_normalize
-from sb3_vla.vla.backends.sb3_policy import SB3PolicyBase
-from sb3_vla.wrappers.residual_math import compose_action
+from sb3_vla.bases import CallableBase, VLABatch, make_base
+from sb3_vla.bases.backends.sb3_files import ObsNormalizer, UntrustedFileError, save_vec_normalize
+from sb3_vla.bases.backends.sb3_policy import SB3PolicyBase
+from sb3_vla.core.residual_math import compose_action
 
 ACT_SPACE = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
 

@@ -15,6 +15,15 @@ import yaml
 from gymnasium import spaces
 from stable_baselines3 import SAC
 
+from sb3_vla.bases.backends.sb3_files import (
+    ObsNormalizer,
+    UntrustedFileError,
+    read_policy_spec,
+    read_zip_policy_data,
+    read_zip_policy_weights,
+    resolve_class,
+)
+from sb3_vla.bases.backends.sb3_policy import load_vec_normalize
 from sb3_vla.checkpoint import (
     CheckpointError,
     CorruptCheckpointError,
@@ -26,15 +35,6 @@ from sb3_vla.checkpoint import (
 from sb3_vla.config import load_hyperparams, parse_config_string, parse_key_values, resolve
 from sb3_vla.run_checks import check_action_space, check_device, check_env_kwargs, warn_no_updates
 from sb3_vla.train import build_parser, train
-from sb3_vla.vla.backends.sb3_files import (
-    ObsNormalizer,
-    UntrustedFileError,
-    read_policy_spec,
-    read_zip_policy_data,
-    read_zip_policy_weights,
-    resolve_class,
-)
-from sb3_vla.vla.backends.sb3_policy import load_vec_normalize
 
 OBS = "sb3_vla.wrappers.VLAObservationWrapper"
 RES = "sb3_vla.wrappers.ResidualActionWrapper"

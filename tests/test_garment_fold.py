@@ -13,9 +13,9 @@ import pytest
 pytest.importorskip("mujoco")
 
 import sb3_vla  # noqa: F401  (registers the env ids)
+from sb3_vla.bases import EnvScriptedBase, VLABatch
 from sb3_vla.envs.garment_fold import GarmentFoldEnv
 from sb3_vla.envs.garment_fold.scripted import HAND_OPEN
-from sb3_vla.vla import EnvScriptedBase, VLABatch
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from sb3_vla import VecVLAObservationWrapper, VLAFeaturesExtractor, VLAObservationWrapper, make_residual_vec_env
-from sb3_vla.vla import make_base
+from sb3_vla.bases import make_base
 from tests._helpers import CountingChunkBase, ToyDictEnv
 
 ray = pytest.importorskip("ray", reason='Ray is optional: pip install -e ".[ray]"')

@@ -16,9 +16,9 @@ pytest.importorskip("mujoco")
 
 import sb3_vla  # noqa: F401  (registers the env ids)
 from sb3_vla import make_residual_vec_env
+from sb3_vla.bases import VLABatch
 from sb3_vla.envs.garment_fold import PINCH_RESIDUAL_SCALE, GarmentFoldEnv, PinchResidualMap
 from sb3_vla.envs.garment_fold.scripted import CARRY, DESCEND
-from sb3_vla.vla import VLABatch
 from sb3_vla.wrappers import MAPPED_ACTION_KEY, ResidualActionWrapper, ResidualMap, VLAObservationWrapper
 
 

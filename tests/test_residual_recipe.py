@@ -23,9 +23,9 @@ from sb3_vla import (
     VLAObservationWrapper,
     make_residual_vec_env,
 )
+from sb3_vla.bases import CallableBase
 from sb3_vla.buffers import ResidualReplayBuffer
 from sb3_vla.callbacks import ActorWarmupCallback, ProgressiveExplorationCallback, VLAStatsCallback
-from sb3_vla.vla import CallableBase
 from sb3_vla.wrappers.exploration import ResidualGate
 
 

@@ -14,11 +14,11 @@ import yaml
 from gymnasium import spaces
 from stable_baselines3 import SAC
 
+from sb3_vla.bases import VLABatch, make_base
+from sb3_vla.bases.backends.sb3_files import POLICY_SPEC, VEC_NORMALIZE_NPZ, ObsNormalizer
 from sb3_vla.checkpoint import latest_checkpoint
+from sb3_vla.core.residual_math import compose_action
 from sb3_vla.train import build_parser, train
-from sb3_vla.vla import VLABatch, make_base
-from sb3_vla.vla.backends.sb3_files import POLICY_SPEC, VEC_NORMALIZE_NPZ, ObsNormalizer
-from sb3_vla.wrappers.residual_math import compose_action
 
 ENV = "Pendulum-v1"
 

@@ -24,15 +24,15 @@ from stable_baselines3 import SAC
 from stable_baselines3.common import save_util
 from stable_baselines3.common.vec_env import VecNormalize
 
+from sb3_vla.bases import make_base
+from sb3_vla.bases.backends.module import ModuleBase, ModuleProbeError
+from sb3_vla.bases.backends.sb3_files import UntrustedFileError
 from sb3_vla.envs.libero.runtime import ASSETS_ENV_VAR, libero_installed, require_assets
 from sb3_vla.evaluate import load_run
 from sb3_vla.evaluate import main as evaluate_main
 from sb3_vla.evaluation import ZeroResidualPolicy, evaluate_episodes
 from sb3_vla.record import record
 from sb3_vla.train import build_parser, train
-from sb3_vla.vla import make_base
-from sb3_vla.vla.backends.module import ModuleBase, ModuleProbeError
-from sb3_vla.vla.backends.sb3_files import UntrustedFileError
 
 pytestmark = pytest.mark.filterwarnings("ignore:n_timesteps .* <= learning_starts")
 

@@ -11,10 +11,10 @@ import pytest
 import torch as th
 
 import sb3_vla  # noqa: F401 - registers GarmentFold-v0
+from sb3_vla.bases import make_base
+from sb3_vla.bases.base import VLABatch
 from sb3_vla.models import SHIPPED
 from sb3_vla.models.small_vla import FALLBACK_ID, SmallVLA, instruction_ids, load_small_vla
-from sb3_vla.vla import make_base
-from sb3_vla.vla.base import VLABatch
 
 SHIPPED_PT = SHIPPED["garment_fold"]
 

@@ -15,8 +15,8 @@ from _tiny_models import TinyDictEnv, train_tiny_sb3
 from gymnasium import spaces
 from stable_baselines3 import SAC
 
-from sb3_vla.vla import VLABatch, make_base
-from sb3_vla.vla.backends.sb3_files import (
+from sb3_vla.bases import VLABatch, make_base
+from sb3_vla.bases.backends.sb3_files import (
     ObsNormalizer,
     UntrustedFileError,
     read_policy_spec,
@@ -141,7 +141,7 @@ def test_policy_spec_round_trip_and_refusals(legit_zip: Path, tmp_path: Path) ->
 def test_vec_normalize_npz_matches_vec_normalize(tmp_path: Path) -> None:
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-    from sb3_vla.vla.backends.sb3_files import save_vec_normalize
+    from sb3_vla.bases.backends.sb3_files import save_vec_normalize
 
     venv = VecNormalize(DummyVecEnv([lambda: TinyDictEnv()]), clip_obs=0.5)
     venv.reset()

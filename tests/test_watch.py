@@ -19,13 +19,17 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 
+import sb3_vla.bases.backends.module as module_backend
+import sb3_vla.bases.shared
 import sb3_vla.evaluation
 import sb3_vla.frames
 import sb3_vla.threads
-import sb3_vla.vla.backends.module as module_backend
-import sb3_vla.vla.shared
 import sb3_vla.wrappers.engine
 from sb3_vla.base_cost import BaseCostCallback, find_engines
+from sb3_vla.bases import ZeroBase
+from sb3_vla.bases.backends.module import ModuleBase
+from sb3_vla.bases.base import BaseModel, VLABatch
+from sb3_vla.bases.shared import SharedBase
 from sb3_vla.evaluate import main as evaluate_main
 from sb3_vla.evaluation import (
     EpisodeResults,
@@ -36,10 +40,6 @@ from sb3_vla.evaluation import (
 from sb3_vla.plot import load_curve, plot_runs
 from sb3_vla.record import record
 from sb3_vla.train import build_parser, shared_base, train
-from sb3_vla.vla import ZeroBase
-from sb3_vla.vla.backends.module import ModuleBase
-from sb3_vla.vla.base import BaseModel, VLABatch
-from sb3_vla.vla.shared import SharedBase
 from sb3_vla.wrappers import VecResidualActionWrapper, VecVLAObservationWrapper
 from tests._helpers import CountingChunkBase, ToyDictEnv
 
@@ -181,7 +181,7 @@ def test_doctests_of_the_new_modules():
         sb3_vla.evaluation,
         sb3_vla.frames,
         sb3_vla.threads,
-        sb3_vla.vla.shared,
+        sb3_vla.bases.shared,
         sb3_vla.wrappers.engine,
         module_backend,
     )
@@ -347,7 +347,7 @@ def test_readme_module_example_builds_a_module_base_from_its_spec(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, Any] = {"th": th}
     exec("from my_pkg.nets import TinyVLA\n" + next(x for x in lines if "th.save" in x), namespace)
-    from sb3_vla.vla import make_base
+    from sb3_vla.bases import make_base
 
     pendulum = gym.make("Pendulum-v1")
     base = make_base(

@@ -13,7 +13,7 @@ model's trunk output. The env needs the ``rgb`` observation (``rgb_obs=True``, 1
 
 Example::
 
-    from sb3_vla.vla import make_base
+    from sb3_vla.bases import make_base
 
     env = gym.make("GarmentFold-v0", rgb_obs=True, image_size=128)
     base = make_base("small-vla:garment_fold", env.observation_space, env.action_space)
@@ -26,8 +26,8 @@ from typing import Any
 
 from gymnasium import spaces
 
-from sb3_vla.vla.base import BaseModel
-from sb3_vla.vla.registry import register_base
+from sb3_vla.bases.base import BaseModel
+from sb3_vla.bases.registry import register_base
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 #: short names of the shipped weights
@@ -68,8 +68,8 @@ def make_small_vla_base(
         base = make_small_vla_base("garment_fold", env.observation_space, env.action_space)
         chunk, emb = base.predict(batch)  # (B, exec_horizon, 61), (B, 256)
     """
+    from sb3_vla.bases.backends.module import ModuleBase
     from sb3_vla.models.small_vla import load_small_vla
-    from sb3_vla.vla.backends.module import ModuleBase
 
     path = resolve_weights(str(weights))
     overrides = {} if exec_horizon is None else {"exec_horizon": int(exec_horizon)}
@@ -95,7 +95,7 @@ def make_small_vla_base(
 
 
 def _small_vla_factory(arg: str, *, observation_space: Any, action_space: Any, **kwargs: Any) -> BaseModel:
-    from sb3_vla.vla.backends._common import call_with_options, parse_options
+    from sb3_vla.bases.backends._common import call_with_options, parse_options
 
     name, opts = parse_options(arg)
     options = {**opts, **kwargs}

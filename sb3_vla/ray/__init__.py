@@ -6,7 +6,7 @@
   batching; ``prefetch=k`` requests the next action chunk ``k`` steps before the current one runs out.
 
 Ray is optional (``pip install -e ".[ray]"``): this package imports it only when one of these is used, and
-:mod:`sb3_vla.ray.base_server` imports nothing above the base-model layer (:mod:`sb3_vla.vla`).
+:mod:`sb3_vla.ray.base_server` imports nothing above the base-model layer (:mod:`sb3_vla.bases`).
 """
 
 from __future__ import annotations

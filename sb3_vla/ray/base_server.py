@@ -1,7 +1,7 @@
 """One frozen base for a whole Ray cluster: a named actor that batches every caller's queries, and its client.
 
 The server (:func:`serve_base`) builds the base once, inside a Ray actor placed on a GPU when the cluster has one,
-and runs :meth:`~sb3_vla.vla.BaseModel.predict` on the requests that arrive within ``max_wait_ms`` of each other
+and runs :meth:`~sb3_vla.bases.BaseModel.predict` on the requests that arrive within ``max_wait_ms`` of each other
 (up to ``max_batch`` rows at once). Clients (:class:`RayServedBase`, or the ``ray:`` base spec in any observation
 wrapper, in the driver or inside env workers) find it by name, so train and eval envs, env workers and Optuna
 workers on one cluster share one copy of the model.
@@ -10,7 +10,7 @@ With ``prefetch=k`` the client asks for the next action chunk ``k`` steps before
 the observation of that step, so the base's latency overlaps ``k`` env steps; the first action of each new chunk
 is then ``k`` steps stale (its observation is ``k`` steps old).
 
-This module sits in the base-model layer: it imports :mod:`sb3_vla.vla` and nothing above it.
+This module sits in the base-model layer: it imports :mod:`sb3_vla.bases` and nothing above it.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from sb3_vla.bases.backends._common import batch_size, parse_options
+from sb3_vla.bases.base import BaseModel, VLABatch
+from sb3_vla.bases.registry import make_base
 from sb3_vla.ray._common import NAMESPACE, RayWorkerError, cluster_resources, ensure_ray, import_ray
-from sb3_vla.vla.backends._common import batch_size, parse_options
-from sb3_vla.vla.base import BaseModel, VLABatch
-from sb3_vla.vla.registry import make_base
 
 SERVER_OPTIONS = ("max_batch", "max_wait_ms", "name", "num_gpus", "num_cpus", "detached", "address")
 CLIENT_OPTIONS = ("prefetch", "timeout_s")
@@ -242,7 +242,7 @@ def serve_base(
     """Start the base server, or find the one already running under that name; return its actor handle.
 
     :param base: a base spec (built inside the actor with ``make_base(base, observation_space, action_space,
-        **base_kwargs)``) or a zero-argument factory returning a :class:`~sb3_vla.vla.BaseModel`.
+        **base_kwargs)``) or a zero-argument factory returning a :class:`~sb3_vla.bases.BaseModel`.
     :param name: the actor's name in the ``sb3_vla`` namespace; default: a hash of the spec, spaces and
         ``base_kwargs`` (so every wrapper asking for the same base finds the same server), or a fresh name for a
         factory.
@@ -304,7 +304,7 @@ class _Pending:
 
 
 class RayServedBase(BaseModel):
-    """A :class:`~sb3_vla.vla.BaseModel` whose ``predict`` runs on a base server (see :func:`serve_base`).
+    """A :class:`~sb3_vla.bases.BaseModel` whose ``predict`` runs on a base server (see :func:`serve_base`).
 
     It declares what the served base declares (action space, embedding size, chunk size, observation keys, env
     query), so the observation wrappers treat it as the base itself.

@@ -1,16 +1,8 @@
-"""Frozen base models: the protocol, built-in bases and the spec-string registry."""
+"""Deprecated: the frozen-base package moved to :mod:`sb3_vla.bases` (``sb3_vla.vla.X`` imports ``sb3_vla.bases.X``)."""
 
-from sb3_vla.vla.base import BaseModel, VLABatch
-from sb3_vla.vla.builtin import CallableBase, EnvScriptedBase, ZeroBase
-from sb3_vla.vla.registry import make_base, register_base, registered_bases
+from sb3_vla.bases import *  # noqa: F403
+from sb3_vla.bases import __all__  # noqa: F401
+from sb3_vla.deprecation import alias_package, warn_moved
 
-__all__ = [
-    "BaseModel",
-    "CallableBase",
-    "EnvScriptedBase",
-    "VLABatch",
-    "ZeroBase",
-    "make_base",
-    "register_base",
-    "registered_bases",
-]
+warn_moved("sb3_vla.vla", "sb3_vla.bases")
+alias_package("sb3_vla.vla", "sb3_vla.bases")

@@ -1,11 +1,12 @@
 """Gymnasium and SB3 VecEnv wrappers: base-model observation injection and residual actions."""
 
+from sb3_vla.core.keys import ACTION_KEY, EMBEDDING_KEY, MAPPED_ACTION_KEY
+from sb3_vla.core.residual_map import ResidualMap
+from sb3_vla.core.residual_math import compose_action
 from sb3_vla.wrappers.adapters import ActionAdapter, IndexActionAdapter, LinearActionAdapter
-from sb3_vla.wrappers.engine import ACTION_KEY, EMBEDDING_KEY, BaseModelError, BaseQueryEngine
+from sb3_vla.wrappers.engine import BaseModelError, BaseQueryEngine
 from sb3_vla.wrappers.observation import VecVLAObservationWrapper, VLAObservationWrapper
 from sb3_vla.wrappers.residual import ResidualActionWrapper, ResidualScaleSchedule, VecResidualActionWrapper
-from sb3_vla.wrappers.residual_map import MAPPED_ACTION_KEY, ResidualMap
-from sb3_vla.wrappers.residual_math import compose_action
 
 __all__ = [
     "ACTION_KEY",

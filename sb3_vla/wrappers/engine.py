@@ -12,11 +12,9 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from sb3_vla.vla.base import BaseModel, VLABatch
+from sb3_vla.bases.base import BaseModel, VLABatch
 from sb3_vla.wrappers.adapters import ActionAdapterLike, resolve_adapter
 
-ACTION_KEY = "vla_action"
-EMBEDDING_KEY = "vla_embedding"
 NONFINITE_MODES = ("raise", "zero")
 
 
@@ -63,7 +61,7 @@ class BaseQueryEngine:
         env_call: Callable[[str, list[int]], list[Any]] | None = None,
     ) -> None:
         if not isinstance(base, BaseModel):
-            raise TypeError(f"base must be a sb3_vla.vla.BaseModel, got {type(base).__name__}")
+            raise TypeError(f"base must be a sb3_vla.bases.BaseModel, got {type(base).__name__}")
         if not isinstance(action_space, spaces.Box):
             raise TypeError(f"the env's action space must be a Box, got {action_space}")
         if int(query_interval) < 1:
@@ -80,7 +78,7 @@ class BaseQueryEngine:
         if base.action_space is None:
             raise ValueError(
                 f"base {base.name} gives no action (embedding only); combine it with an action base, "
-                "e.g. sb3_vla.vla.backends.ComposedBase(action_base, embedding_base) or a 'zero+...' spec"
+                "e.g. sb3_vla.bases.backends.ComposedBase(action_base, embedding_base) or a 'zero+...' spec"
             )
         if base.env_query is not None and env_call is None:
             raise ValueError(f"base {base.name} needs env.{base.env_query}() but no env access was given")
@@ -165,7 +163,7 @@ class BaseQueryEngine:
         Example::
 
             >>> from gymnasium import spaces
-            >>> from sb3_vla.vla import ZeroBase
+            >>> from sb3_vla.bases import ZeroBase
             >>> box = spaces.Box(-1, 1, (2,))
             >>> engine = BaseQueryEngine(ZeroBase(box), spaces.Dict(obs=box), box, num_envs=4)
             >>> _ = engine.query({"obs": np.zeros((4, 2), dtype=np.float32)})

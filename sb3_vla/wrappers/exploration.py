@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-RESIDUAL_INFO_KEY = "residual"  # info: the residual actually executed, in the agent's [-1, 1] units
-APPLIED_INFO_KEY = "residual_applied"  # info: whether this decision carried the residual (False: pure base)
+from sb3_vla.core.keys import APPLIED_INFO_KEY, RESIDUAL_INFO_KEY
+
+__all__ = ["APPLIED_INFO_KEY", "RESIDUAL_INFO_KEY", "ResidualGate"]
 
 
 class ResidualGate:

@@ -11,12 +11,11 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from sb3_vla.vla.base import BaseModel
-from sb3_vla.vla.registry import make_base
+from sb3_vla.bases.base import BaseModel
+from sb3_vla.bases.registry import make_base
+from sb3_vla.core.keys import ACTION_KEY, EMBEDDING_KEY
 from sb3_vla.wrappers.adapters import ActionAdapterLike
 from sb3_vla.wrappers.engine import (
-    ACTION_KEY,
-    EMBEDDING_KEY,
     BaseQueryEngine,
     as_dict_space,
     sb3_compatible,
@@ -71,7 +70,7 @@ class VLAObservationWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ``drop_keys`` (e.g. raw images the policy should not see; the base still sees them).
 
     :param env: the env to wrap.
-    :param base: a :class:`~sb3_vla.vla.BaseModel` or a spec string (``zero``, ``scripted``, ``hf:...``).
+    :param base: a :class:`~sb3_vla.bases.BaseModel` or a spec string (``zero``, ``scripted``, ``hf:...``).
     :param query_interval: query the base every this many steps, or sooner when its action chunk runs out.
     :param action_adapter: maps base actions into the env's action space when their shapes differ.
     :param drop_keys: raw observation keys hidden from the agent.
@@ -173,7 +172,7 @@ class VecVLAObservationWrapper(VecEnvWrapper):
     entries in ``infos`` get the injected keys too.
 
     :param venv: the vectorised env to wrap.
-    :param base: a :class:`~sb3_vla.vla.BaseModel` or a spec string.
+    :param base: a :class:`~sb3_vla.bases.BaseModel` or a spec string.
     :param query_interval: see :class:`VLAObservationWrapper`.
     :param action_adapter: see :class:`VLAObservationWrapper`.
     :param drop_keys: see :class:`VLAObservationWrapper`.

@@ -11,16 +11,15 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from sb3_vla.wrappers.engine import ACTION_KEY
-from sb3_vla.wrappers.exploration import APPLIED_INFO_KEY, RESIDUAL_INFO_KEY, ResidualGate
-from sb3_vla.wrappers.residual_map import (
-    MAPPED_ACTION_KEY,
+from sb3_vla.core.keys import ACTION_KEY, APPLIED_INFO_KEY, MAPPED_ACTION_KEY, RESIDUAL_INFO_KEY
+from sb3_vla.core.residual_map import (
     ResidualMap,
     ResidualMapLike,
     compose_mapped,
     resolve_residual_map,
 )
-from sb3_vla.wrappers.residual_math import compose_action
+from sb3_vla.core.residual_math import compose_action
+from sb3_vla.wrappers.exploration import ResidualGate
 
 ResidualScale = float | Sequence[float] | np.ndarray | Callable[[int], Any] | Mapping[str, float]
 
@@ -242,7 +241,7 @@ class ResidualActionWrapper(_ExplorationMixin, gym.Wrapper, gym.utils.RecordCons
     :param override_dims: action dims with full authority around the base (scale = action range).
     :param base_key: observation key of the base action.
     :param keep_base_in_obs: whether the agent sees ``vla_action``.
-    :param residual_map: compose in another space (:class:`~sb3_vla.wrappers.residual_map.ResidualMap` or
+    :param residual_map: compose in another space (:class:`~sb3_vla.core.residual_map.ResidualMap` or
         ``"package.module:Name"``): the residual then has the map's size and ``residual_scale`` is in its units, e.g.
         ``"sb3_vla.envs.garment_fold:PinchResidualMap"`` (pinch-point offsets in metres on GarmentFold's joints).
     :param decision_interval: env steps per agent decision (chunk-level residual).

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
+from sb3_vla.core.residual_map import ResidualMap
 from sb3_vla.envs.garment_fold.scene import ARM_JOINTS, JOINTS_PER_SIDE, SIDES
-from sb3_vla.wrappers.residual_map import ResidualMap
 
 #: residual scale of the pinch-point dims (m) and of the stage-advance dim: +-5 cm in x and y (the scripted folder's
 #: perception error is 3 cm per axis), +-1 cm in z (heights are not perceived; a pinch 3 mm above the table misses

@@ -6,7 +6,7 @@ pass that as ``inner_base`` together with the residual settings used in training
 composed action ``clip(inner + residual_scale * residual)``, so a new residual can be trained on top of it
 (residual on residual).
 
-Loading runs no code from the files (see :mod:`sb3_vla.vla.backends.sb3_files`): the policy is rebuilt from plain
+Loading runs no code from the files (see :mod:`sb3_vla.bases.backends.sb3_files`): the policy is rebuilt from plain
 data and its weights loaded with ``torch.load(weights_only=True)``; ``?trust_remote_code=True`` opts in to SB3's own
 unpickling loader, for files you trust.
 """
@@ -22,8 +22,8 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from sb3_vla.vla.backends._common import batch_size, existing_path, resolve_device
-from sb3_vla.vla.backends.sb3_files import (
+from sb3_vla.bases.backends._common import batch_size, existing_path, resolve_device
+from sb3_vla.bases.backends.sb3_files import (
     OPT_IN,
     POLICY_KEYS,
     POLICY_SPEC,
@@ -34,12 +34,10 @@ from sb3_vla.vla.backends.sb3_files import (
     read_zip_policy_data,
     read_zip_policy_weights,
 )
-from sb3_vla.vla.base import BaseModel, VLABatch
-from sb3_vla.wrappers.residual_map import MAPPED_ACTION_KEY, ResidualMap, compose_mapped, resolve_residual_map
-from sb3_vla.wrappers.residual_math import compose_action
-
-ACTION_KEY = "vla_action"
-EMBEDDING_KEY = "vla_embedding"
+from sb3_vla.bases.base import BaseModel, VLABatch
+from sb3_vla.core.keys import ACTION_KEY, EMBEDDING_KEY, MAPPED_ACTION_KEY
+from sb3_vla.core.residual_map import ResidualMap, compose_mapped, resolve_residual_map
+from sb3_vla.core.residual_math import compose_action
 
 _ALGOS = {
     "a2c": "stable_baselines3:A2C",
@@ -82,10 +80,10 @@ def load_sb3_policy(
 
     The policy is rebuilt from plain data: ``<zip dir>/<zip stem>/policy.json`` when ``sb3_vla.train`` wrote one,
     else the zip's ``policy_class`` / ``policy_kwargs`` / spaces read by
-    :class:`~sb3_vla.vla.backends.sb3_files.SafeUnpickler` (spaces, arrays and SB3 / torch classes only). The
+    :class:`~sb3_vla.bases.backends.sb3_files.SafeUnpickler` (spaces, arrays and SB3 / torch classes only). The
     weights are the plain state dict ``policy.pth`` (``torch.load(weights_only=True)``). ``custom_objects``
     replaces those entries. A file that needs more raises
-    :class:`~sb3_vla.vla.backends.sb3_files.UntrustedFileError` naming what and how to opt in.
+    :class:`~sb3_vla.bases.backends.sb3_files.UntrustedFileError` naming what and how to opt in.
 
     With ``trust_remote_code=True`` (files you trust only), SB3's own loader unpickles the whole zip: through
     ``Algo.load`` when ``algo`` is given (``"sac"``, ``"ppo"``, a class ...), else ``load_from_zip_file``.
@@ -200,7 +198,7 @@ class SB3PolicyBase(BaseModel):
     :param observation_space: the env's observation space (checked against the policy's when given).
     :param device: ``"auto"``, ``"cpu"``, ``"cuda"`` ...
     :param inner_base_kwargs: keyword arguments for building ``inner_base`` from a spec string.
-    :param residual_map: the :class:`~sb3_vla.wrappers.residual_map.ResidualMap` (or ``"package.module:Name"``) the
+    :param residual_map: the :class:`~sb3_vla.core.residual_map.ResidualMap` (or ``"package.module:Name"``) the
         residual policy was trained through, e.g. ``sb3_vla.envs.garment_fold:PinchResidualMap``.
     :param trust_remote_code: unpickle the zip's ``data`` and a ``vecnormalize.pkl`` as SB3 does, which runs code
         from the files: only for files you trust. By default nothing in the files is executed (see
@@ -255,7 +253,7 @@ class SB3PolicyBase(BaseModel):
             self.vec_normalize = load_vec_normalize(vn_path, trust_remote_code)
 
         if isinstance(inner_base, str):
-            from sb3_vla.vla.registry import make_base
+            from sb3_vla.bases.registry import make_base
 
             inner_base = make_base(
                 inner_base, observation_space=observation_space, action_space=action_space, **(inner_base_kwargs or {})

@@ -1,7 +1,7 @@
 """``clip:`` bases: frozen open_clip image (and instruction text) embeddings, no action.
 
 An embedding-only base supplies ``vla_embedding``; combine it with an action base through
-:class:`~sb3_vla.vla.backends.ComposedBase` (spec ``scripted+clip:...``, ``zero+clip:...``).
+:class:`~sb3_vla.bases.backends.ComposedBase` (spec ``scripted+clip:...``, ``zero+clip:...``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch as th
 
-from sb3_vla.vla.backends._common import (
+from sb3_vla.bases.backends._common import (
     batch_instructions,
     existing_path,
     hub_offline,
@@ -19,7 +19,7 @@ from sb3_vla.vla.backends._common import (
     resolve_device,
     to_numpy_f32,
 )
-from sb3_vla.vla.base import BaseModel, VLABatch
+from sb3_vla.bases.base import BaseModel, VLABatch
 
 
 class ClipBase(BaseModel):

@@ -130,7 +130,7 @@ def batch_instructions(instructions: Sequence[str] | None, n: int, default: str 
 
 
 def batch_size(batch: Any) -> int:
-    """Rows in a :class:`~sb3_vla.vla.VLABatch`: ``len(env_ids)``, else the length of its first observation array."""
+    """Rows in a :class:`~sb3_vla.bases.VLABatch`: ``len(env_ids)``, else the length of its first observation array."""
     if len(batch.env_ids):
         return int(len(batch.env_ids))
     for value in batch.obs.values():

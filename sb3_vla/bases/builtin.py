@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from sb3_vla.vla.base import BaseModel, VLABatch
+from sb3_vla.bases.base import BaseModel, VLABatch
 
 
 class ZeroBase(BaseModel):

@@ -2,7 +2,7 @@
 
 Spec forms:
 
-- ``zero``: :class:`~sb3_vla.vla.builtin.ZeroBase` in the env's action space.
+- ``zero``: :class:`~sb3_vla.bases.builtin.ZeroBase` in the env's action space.
 - ``scripted`` or ``scripted:<method>``: the env's own controller, ``env.unwrapped.<method>()``
   (default ``scripted_action``).
 - ``<action spec>+<embedding spec>``: an action base combined with embedding-only bases (``scripted+clip:...``).
@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 from gymnasium import spaces
 
-from sb3_vla.vla.base import BaseModel
-from sb3_vla.vla.builtin import EnvScriptedBase, ZeroBase
+from sb3_vla.bases.base import BaseModel
+from sb3_vla.bases.builtin import EnvScriptedBase, ZeroBase
 
 
 class BaseFactory(Protocol):
@@ -83,7 +83,7 @@ def _load_optional_backends() -> None:
     if _OPTIONAL_LOADED:
         return
     _OPTIONAL_LOADED = True
-    for mod in ("sb3_vla.vla.backends",):
+    for mod in ("sb3_vla.bases.backends",):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:
@@ -113,13 +113,13 @@ def make_base(
         return spec
     if not isinstance(spec, str):
         raise TypeError(
-            f"base must be a spec string or a sb3_vla.vla.BaseModel, got {type(spec).__name__}; "
-            "wrap a plain function with sb3_vla.vla.CallableBase(fn, action_space)"
+            f"base must be a spec string or a sb3_vla.bases.BaseModel, got {type(spec).__name__}; "
+            "wrap a plain function with sb3_vla.bases.CallableBase(fn, action_space)"
         )
     _load_optional_backends()
     # 'scripted+clip:...' = 'compose:...'; 'ray:a+b' serves the composition
     if "+" in spec.partition("?")[0] and not spec.startswith(("compose:", "ray:")):
-        from sb3_vla.vla.backends import make_composed_base
+        from sb3_vla.bases.backends import make_composed_base
 
         return make_composed_base(spec, observation_space, action_space, **base_kwargs)
     prefix, _, arg = spec.partition(":")

@@ -32,7 +32,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from sb3_vla.vla.backends._common import (
+from sb3_vla.bases.backends._common import (
     batch_instructions,
     check_hub_available,
     existing_path,
@@ -44,7 +44,7 @@ from sb3_vla.vla.backends._common import (
     resolve_dtype,
     to_numpy_f32,
 )
-from sb3_vla.vla.base import BaseModel, VLABatch
+from sb3_vla.bases.base import BaseModel, VLABatch
 
 OPENVLA_PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
 EMBEDDINGS = ("vision", "llm", "vision+llm", "none")
@@ -351,7 +351,7 @@ class HFVLABase(BaseModel):
         transformers: Any, config: Any, source: str, model_class: str | None, trust_remote_code: bool, kw: dict
     ) -> Any:
         if model_class is not None:
-            from sb3_vla.vla.backends.module import import_class
+            from sb3_vla.bases.backends.module import import_class
 
             return import_class(model_class)
         auto_map = getattr(config, "auto_map", None) or {}

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sb3_vla.vla.base import BaseModel, VLABatch
+from sb3_vla.bases.base import BaseModel, VLABatch
 
 
 def can_share(base: BaseModel) -> bool:
@@ -22,7 +22,7 @@ def can_share(base: BaseModel) -> bool:
     Example::
 
         >>> from gymnasium import spaces
-        >>> from sb3_vla.vla import ZeroBase
+        >>> from sb3_vla.bases import ZeroBase
         >>> can_share(ZeroBase(spaces.Box(-1, 1, (2,))))
         True
     """
@@ -37,7 +37,7 @@ class SharedBase(BaseModel):
     Example::
 
         >>> from gymnasium import spaces
-        >>> from sb3_vla.vla import ZeroBase
+        >>> from sb3_vla.bases import ZeroBase
         >>> owner = ZeroBase(spaces.Box(-1, 1, (2,)))
         >>> borrowed = SharedBase(owner)
         >>> borrowed.close()  # the owner's model stays loaded
@@ -47,7 +47,7 @@ class SharedBase(BaseModel):
 
     def __init__(self, base: BaseModel) -> None:
         if not isinstance(base, BaseModel):
-            raise TypeError(f"SharedBase takes a sb3_vla.vla.BaseModel, got {type(base).__name__}")
+            raise TypeError(f"SharedBase takes a sb3_vla.bases.BaseModel, got {type(base).__name__}")
         if not can_share(base):
             raise ValueError(
                 f"base {base.name} keeps per-env state (stateless=False and its own reset()); it cannot serve two "

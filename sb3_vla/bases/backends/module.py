@@ -46,8 +46,8 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from sb3_vla.vla.backends._common import batch_size, existing_path, require, resolve_device, to_numpy_f32
-from sb3_vla.vla.base import BaseModel, VLABatch
+from sb3_vla.bases.backends._common import batch_size, existing_path, require, resolve_device, to_numpy_f32
+from sb3_vla.bases.base import BaseModel, VLABatch
 
 #: keys tried, in order, when a checkpoint is a dict wrapping the state dict
 STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model")

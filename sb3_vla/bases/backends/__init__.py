@@ -1,6 +1,6 @@
 """Frozen base-model backends: Hugging Face VLAs, open_clip encoders, any ``nn.Module``, SB3 checkpoints.
 
-Importing this module registers the spec prefixes below with :func:`sb3_vla.vla.register_base` (``make_base``
+Importing this module registers the spec prefixes below with :func:`sb3_vla.bases.register_base` (``make_base``
 imports it on first use). torch/transformers/open_clip are imported only when a base is built; a missing one
 raises an ``ImportError`` naming ``pip install -e ".[vla]"``.
 
@@ -39,8 +39,8 @@ parse as one, else strings); ``base_kwargs`` win over inline options.
 
 Example::
 
-    from sb3_vla.vla import make_base
-    from sb3_vla.vla.backends import ComposedBase
+    from sb3_vla.bases import make_base
+    from sb3_vla.bases.backends import ComposedBase
 
     base = make_base("compose:scripted+clip:ViT-B-32@/weights/clip.pt", env.observation_space, env.action_space,
                      clip={"instruction": "fold the cloth"})
@@ -56,15 +56,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from gymnasium import spaces
 
-from sb3_vla.vla.backends._common import batch_size, call_with_options, parse_options
-from sb3_vla.vla.base import BaseModel, VLABatch
-from sb3_vla.vla.registry import make_base, register_base
+from sb3_vla.bases.backends._common import batch_size, call_with_options, parse_options
+from sb3_vla.bases.base import BaseModel, VLABatch
+from sb3_vla.bases.registry import make_base, register_base
 
 if TYPE_CHECKING:  # the backend classes import torch-heavy libraries lazily; expose them lazily too
-    from sb3_vla.vla.backends.clip import ClipBase
-    from sb3_vla.vla.backends.hf import HFVLABase
-    from sb3_vla.vla.backends.module import ModuleBase
-    from sb3_vla.vla.backends.sb3_policy import SB3PolicyBase
+    from sb3_vla.bases.backends.clip import ClipBase
+    from sb3_vla.bases.backends.hf import HFVLABase
+    from sb3_vla.bases.backends.module import ModuleBase
+    from sb3_vla.bases.backends.sb3_policy import SB3PolicyBase
 
 __all__ = [
     "ClipBase",
@@ -76,10 +76,10 @@ __all__ = [
 ]
 
 _LAZY = {
-    "ClipBase": "sb3_vla.vla.backends.clip",
-    "HFVLABase": "sb3_vla.vla.backends.hf",
-    "ModuleBase": "sb3_vla.vla.backends.module",
-    "SB3PolicyBase": "sb3_vla.vla.backends.sb3_policy",
+    "ClipBase": "sb3_vla.bases.backends.clip",
+    "HFVLABase": "sb3_vla.bases.backends.hf",
+    "ModuleBase": "sb3_vla.bases.backends.module",
+    "SB3PolicyBase": "sb3_vla.bases.backends.sb3_policy",
 }
 
 
@@ -181,7 +181,7 @@ def _hf_factory(arg: str, *, observation_space: Any, action_space: Any, **kwargs
     model, opts = parse_options(arg)
     if not model:
         raise ValueError("base spec 'hf:' needs a model directory or hub id: hf:/path/to/model or hf:org/name")
-    from sb3_vla.vla.backends.hf import HFVLABase
+    from sb3_vla.bases.backends.hf import HFVLABase
 
     return call_with_options(HFVLABase, f"hf:{model}", model, **_merge(opts, kwargs))
 
@@ -194,7 +194,7 @@ def _clip_factory(arg: str, *, observation_space: Any, action_space: Any, **kwar
             f"base spec 'clip:{arg}' must be clip:<model>@<pretrained>, e.g. clip:ViT-B-32@/path/to/weights.pt "
             "(a checkpoint file, a directory, a cached tag, or 'random' for random init)"
         )
-    from sb3_vla.vla.backends.clip import ClipBase
+    from sb3_vla.bases.backends.clip import ClipBase
 
     return call_with_options(
         ClipBase,
@@ -218,7 +218,7 @@ def _module_factory(arg: str, *, observation_space: Any, action_space: Any, **kw
         options.setdefault("checkpoint", checkpoint)
     options.setdefault("observation_space", observation_space)
     options.setdefault("fallback_action_space", action_space)
-    from sb3_vla.vla.backends.module import ModuleBase
+    from sb3_vla.bases.backends.module import ModuleBase
 
     return call_with_options(ModuleBase, f"module:{cls_path}", cls_path, **options)
 
@@ -231,7 +231,7 @@ def _sb3_factory(arg: str, *, observation_space: Any, action_space: Any, **kwarg
     options.setdefault("observation_space", observation_space)
     if action_space is not None:
         options.setdefault("action_space", action_space)
-    from sb3_vla.vla.backends.sb3_policy import SB3PolicyBase
+    from sb3_vla.bases.backends.sb3_policy import SB3PolicyBase
 
     return call_with_options(SB3PolicyBase, f"sb3:{path}", path, **options)
 
