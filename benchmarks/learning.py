@@ -1074,7 +1074,7 @@ def _base_override(env_id: str, spec: str, setup: EnvSetup) -> Callable[[], Any]
 
 def apply_recipe(setup: EnvSetup, items: Sequence[str]) -> None:
     """Apply ``--recipe key:value`` items (keys in :data:`RECIPE_KEYS`, values parsed as YAML) to ``setup``."""
-    from sb3_vla.config import parse_key_values
+    from sb3_vla.core.options import parse_key_values
 
     for key, value in parse_key_values(list(items)).items():
         if key not in RECIPE_KEYS:
@@ -1084,7 +1084,7 @@ def apply_recipe(setup: EnvSetup, items: Sequence[str]) -> None:
 
 def apply_overrides(setup: EnvSetup, algo: str, env_kwargs: Sequence[str], hyperparams: Sequence[str]) -> None:
     """Apply ``--env-kwargs`` / ``--hyperparams`` (``key:value`` items, values parsed as YAML) to ``setup``."""
-    from sb3_vla.config import parse_key_values
+    from sb3_vla.core.options import parse_key_values
 
     setup.env_kwargs = {**setup.env_kwargs, **parse_key_values(list(env_kwargs))}
     target = setup.sac_kwargs if algo == "sac" else setup.ppo_kwargs

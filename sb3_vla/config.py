@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import copy
 import difflib
-import importlib
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from stable_baselines3.common.base_class import BaseAlgorithm
 
+from sb3_vla.core.algos import algorithms, residual_policies
+from sb3_vla.core.imports import import_object
 from sb3_vla.literal import parse_config_string
 
 OBS_WRAPPER_NAMES = ("sb3_vla.wrappers.VLAObservationWrapper", "sb3_vla.wrappers.observation.VLAObservationWrapper")
@@ -59,54 +59,9 @@ RESIDUAL_KEYS = (
 OBS_EXTRA_KEYS = ("base_kwargs",)
 
 
-def algorithms() -> dict[str, type[BaseAlgorithm]]:
-    """Algorithm name -> stock class (SB3 and sb3-contrib)."""
-    from sb3_contrib import TQC, CrossQ
-    from stable_baselines3 import A2C, DDPG, PPO, SAC, TD3
-
-    return {"a2c": A2C, "ddpg": DDPG, "ppo": PPO, "sac": SAC, "td3": TD3, "tqc": TQC, "crossq": CrossQ}
-
-
-def residual_policies() -> dict[str, str]:
-    """Algorithm name -> our zero-initialised residual policy (dotted path)."""
-    return {
-        "sac": "sb3_vla.policies.ResidualSACPolicy",
-        "tqc": "sb3_vla.policies.ResidualTQCPolicy",
-        "td3": "sb3_vla.policies.ResidualTD3Policy",
-        "ddpg": "sb3_vla.policies.ResidualTD3Policy",
-        "ppo": "sb3_vla.policies.ResidualActorCriticPolicy",
-        "a2c": "sb3_vla.policies.ResidualActorCriticPolicy",
-    }
-
-
 def default_conf_dir() -> Path:
     """The repo's ``zoo_configs/`` folder (beside the package in a source checkout)."""
     return Path(__file__).resolve().parent.parent / "zoo_configs"
-
-
-def import_object(path: str) -> Any:
-    """Import ``package.module.Name`` (or ``package.module:Name``)."""
-    mod, sep, name = path.partition(":")
-    if not sep:
-        mod, _, name = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(mod), name)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise ValueError(f"cannot import {path!r}: {e}") from e
-
-
-def parse_key_values(items: list[str] | None) -> dict[str, Any]:
-    """Parse ``key:value`` CLI items; values are read as YAML (``0.1``, ``[1, 2]``, ``{a: 1}``, ``true``)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition(":")
-        if not sep or not key:
-            raise ValueError(f"expected key:value, got {item!r} (e.g. -params learning_rate:0.001)")
-        try:
-            out[key] = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            raise ValueError(f"cannot parse the value of {key!r}: {value!r} ({e})") from e
-    return out
 
 
 def load_hyperparams(

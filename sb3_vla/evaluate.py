@@ -40,7 +40,9 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from sb3_vla.bases.backends.sb3_files import VEC_NORMALIZE_NPZ, UntrustedFileError
 from sb3_vla.bases.backends.sb3_policy import load_sb3_policy
-from sb3_vla.config import ResolvedConfig, algorithms, default_conf_dir, load_hyperparams, parse_key_values, resolve
+from sb3_vla.config import ResolvedConfig, default_conf_dir, load_hyperparams, resolve
+from sb3_vla.core.algos import algorithms
+from sb3_vla.core.options import parse_key_values
 from sb3_vla.evaluation import EpisodeResults, ZeroResidualPolicy, evaluate_episodes, has_residual_wrapper
 from sb3_vla.run_folder import _asks_for_trust
 

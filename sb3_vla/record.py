@@ -25,7 +25,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from sb3_vla.config import parse_key_values
+from sb3_vla.core.options import parse_key_values
 from sb3_vla.frames import caption, write_video
 
 CAPTION_KEYS = ("instruction", "stage", "is_success")

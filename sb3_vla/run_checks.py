@@ -23,8 +23,9 @@ import gymnasium as gym
 import torch as th
 from gymnasium import spaces
 
+from sb3_vla.core.algos import ALGOS
+
 _MAKE_KWARGS = ("max_episode_steps", "autoreset", "apply_api_compatibility", "disable_env_checker", "render_mode")
-_CONTINUOUS_ONLY = ("sac", "td3", "ddpg", "tqc", "crossq")
 
 
 def check_device(device: str) -> None:
@@ -85,7 +86,7 @@ def check_env_kwargs(env_id: str, env_kwargs: dict[str, Any]) -> None:
 
 def check_action_space(algo: str, action_space: spaces.Space, env_id: str) -> None:
     """SAC, TD3, DDPG, TQC and CrossQ need a continuous (Box) action space."""
-    if algo in _CONTINUOUS_ONLY and not isinstance(action_space, spaces.Box):
+    if algo in ALGOS and ALGOS[algo].continuous and not isinstance(action_space, spaces.Box):
         raise ValueError(
             f"{algo.upper()} needs a continuous (Box) action space but {env_id} has {action_space}; use --algo ppo "
             "or a2c for discrete actions (a residual on a frozen base needs a Box action space)"

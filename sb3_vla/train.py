@@ -41,15 +41,10 @@ from sb3_vla.bases.base import BaseModel
 from sb3_vla.bases.shared import SharedBase, can_share
 from sb3_vla.callbacks import VLAStatsCallback
 from sb3_vla.checkpoint import CheckpointCallback, DiskFullError, load_latest_checkpoint, save_checkpoint
-from sb3_vla.config import (
-    ResolvedConfig,
-    algorithms,
-    default_conf_dir,
-    import_object,
-    load_hyperparams,
-    parse_key_values,
-    resolve,
-)
+from sb3_vla.config import ResolvedConfig, default_conf_dir, load_hyperparams, resolve
+from sb3_vla.core.algos import algorithms
+from sb3_vla.core.imports import import_object
+from sb3_vla.core.options import parse_key_values
 from sb3_vla.env_util import env_factory
 from sb3_vla.evaluation import FixedSeedEvalCallback, run_summary
 from sb3_vla.run_checks import check_action_space, check_device, check_env_kwargs, warn_no_updates

@@ -61,14 +61,14 @@ from sb3_vla.config import (
     OBS_WRAPPER_NAMES,
     RESIDUAL_WRAPPER_NAMES,
     ResolvedConfig,
-    import_object,
     load_hyperparams,
     parse_config_string,
-    parse_key_values,
-    residual_policies,
     resolve,
 )
+from sb3_vla.core.algos import residual_policies
+from sb3_vla.core.imports import import_object
 from sb3_vla.core.keys import ACTION_KEY, EMBEDDING_KEY
+from sb3_vla.core.options import parse_key_values
 from sb3_vla.evaluation import FixedSeedEvalCallback
 from sb3_vla.extractor import VLAFeaturesExtractor, classify_key
 

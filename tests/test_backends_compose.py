@@ -11,7 +11,7 @@ from gymnasium import spaces
 
 from sb3_vla.bases import CallableBase, VLABatch, ZeroBase, make_base, registered_bases
 from sb3_vla.bases.backends import ComposedBase, make_composed_base
-from sb3_vla.bases.backends._common import parse_options
+from sb3_vla.core.options import parse_query as parse_options
 
 pytest.importorskip("open_clip")
 

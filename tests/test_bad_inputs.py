@@ -23,7 +23,8 @@ from sb3_vla import (
 )
 from sb3_vla.bases import BaseModel
 from sb3_vla.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from sb3_vla.config import load_hyperparams, parse_key_values, resolve
+from sb3_vla.config import load_hyperparams, resolve
+from sb3_vla.core.options import parse_key_values
 from sb3_vla.train import build_parser, check_env_id, train
 from sb3_vla.wrappers import BaseModelError
 from tests._helpers import NaNBase, ToyDictEnv

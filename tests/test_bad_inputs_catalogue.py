@@ -32,7 +32,8 @@ from sb3_vla.checkpoint import (
     load_latest_checkpoint,
     save_checkpoint,
 )
-from sb3_vla.config import load_hyperparams, parse_config_string, parse_key_values, resolve
+from sb3_vla.config import load_hyperparams, parse_config_string, resolve
+from sb3_vla.core.options import parse_key_values
 from sb3_vla.run_checks import check_action_space, check_device, check_env_kwargs, warn_no_updates
 from sb3_vla.train import build_parser, train
 

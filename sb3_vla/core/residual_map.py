@@ -12,11 +12,10 @@ with the residual (and its scale) in the map's own units. The residual wrappers 
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 from gymnasium import spaces
 
+from sb3_vla.core.imports import import_object
 from sb3_vla.core.keys import MAPPED_ACTION_KEY
 
 __all__ = ["MAPPED_ACTION_KEY", "ResidualMap", "ResidualMapLike", "compose_mapped", "resolve_residual_map"]
@@ -92,14 +91,7 @@ def resolve_residual_map(residual_map: ResidualMapLike | None) -> ResidualMap | 
     if residual_map is None or isinstance(residual_map, ResidualMap):
         return residual_map
     if isinstance(residual_map, str):
-        mod_name, _, attr = residual_map.partition(":")
-        try:
-            obj = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError, ValueError) as e:
-            raise ValueError(
-                f"residual_map {residual_map!r}: cannot import it ({e}); use 'package.module:Name', e.g. "
-                "'sb3_vla.envs.garment_fold:PinchResidualMap'"
-            ) from e
+        obj = import_object(residual_map, "residual_map")
         obj = obj() if isinstance(obj, type) else obj
         if isinstance(obj, ResidualMap):
             return obj

@@ -95,7 +95,8 @@ def make_small_vla_base(
 
 
 def _small_vla_factory(arg: str, *, observation_space: Any, action_space: Any, **kwargs: Any) -> BaseModel:
-    from sb3_vla.bases.backends._common import call_with_options, parse_options
+    from sb3_vla.bases.backends._common import call_with_options
+    from sb3_vla.core.options import parse_query as parse_options
 
     name, opts = parse_options(arg)
     options = {**opts, **kwargs}

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from sb3_vla.bases.backends._common import batch_size, parse_options
+from sb3_vla.bases.backends._common import batch_size
 from sb3_vla.bases.base import BaseModel, VLABatch
 from sb3_vla.bases.registry import make_base
+from sb3_vla.core.options import parse_query as parse_options
 from sb3_vla.ray._common import NAMESPACE, RayWorkerError, cluster_resources, ensure_ray, import_ray
 
 SERVER_OPTIONS = ("max_batch", "max_wait_ms", "name", "num_gpus", "num_cpus", "detached", "address")

@@ -12,6 +12,8 @@ from typing import Union
 
 import numpy as np
 
+from sb3_vla.core.imports import import_object
+
 ActionAdapterLike = Union["ActionAdapter", Callable[[np.ndarray], np.ndarray]]
 
 
@@ -87,12 +89,6 @@ def resolve_adapter(adapter: ActionAdapterLike | str | None) -> Callable[[np.nda
     if adapter is None or callable(adapter):
         return adapter
     if isinstance(adapter, str):
-        import importlib
-
-        mod_name, _, attr = adapter.partition(":")
-        try:
-            obj = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"action_adapter {adapter!r}: cannot import it ({e}); use 'package.module:name'") from e
+        obj = import_object(adapter, "action_adapter")
         return obj() if isinstance(obj, type) else obj
     raise TypeError(f"action_adapter must be callable or a 'package.module:name' string, got {type(adapter).__name__}")

@@ -56,9 +56,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from gymnasium import spaces
 
-from sb3_vla.bases.backends._common import batch_size, call_with_options, parse_options
+from sb3_vla.bases.backends._common import batch_size, call_with_options
 from sb3_vla.bases.base import BaseModel, VLABatch
 from sb3_vla.bases.registry import make_base, register_base
+from sb3_vla.core.options import parse_query as parse_options
 
 if TYPE_CHECKING:  # the backend classes import torch-heavy libraries lazily; expose them lazily too
     from sb3_vla.bases.backends.clip import ClipBase

@@ -3,7 +3,6 @@ and the offline check for Hugging Face hub ids."""
 
 from __future__ import annotations
 
-import ast
 import importlib
 import inspect
 import os
@@ -136,27 +135,6 @@ def batch_size(batch: Any) -> int:
     for value in batch.obs.values():
         return int(len(value))
     return len(batch.instructions or [])
-
-
-def parse_options(arg: str) -> tuple[str, dict[str, Any]]:
-    """Split ``"<argument>?key=value&key2=value2"`` into the argument and typed options.
-
-    Values are Python literals when they parse as one (``4``, ``0.5``, ``True``, ``None``, ``[1, 2]``,
-    ``{'a': 1}``), otherwise strings.
-    """
-    main, sep, query = arg.partition("?")
-    opts: dict[str, Any] = {}
-    if not sep:
-        return main, opts
-    for part in filter(None, query.split("&")):
-        key, eq, value = part.partition("=")
-        if not eq or not key:
-            raise ValueError(f"bad option {part!r} in base spec argument {arg!r}; use ?key=value&key2=value2")
-        try:
-            opts[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            opts[key] = value
-    return main, opts
 
 
 def call_with_options(cls: Callable[..., Any], who: str, *args: Any, **kwargs: Any) -> Any:

@@ -38,7 +38,6 @@ by its dotted path, build it as ``Class(**model_config)``, load the checkpoint w
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from gymnasium import spaces
 
 from sb3_vla.bases.backends._common import batch_size, existing_path, require, resolve_device, to_numpy_f32
 from sb3_vla.bases.base import BaseModel, VLABatch
+from sb3_vla.core.imports import import_object, split_import_path
 
 #: keys tried, in order, when a checkpoint is a dict wrapping the state dict
 STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model")
@@ -60,21 +60,15 @@ class ModuleProbeError(ValueError):
 
 def import_class(path: str) -> type:
     """Import ``package.module.Class`` (``package.module:Class`` also accepted)."""
-    module_name, sep, cls_name = path.rpartition(":") if ":" in path else path.rpartition(".")
-    if not sep or not module_name or not cls_name:
+    try:
+        split_import_path(path)
+    except ValueError as e:
         raise ValueError(
             f"model class {path!r} must be a dotted path 'package.module.Class' (or 'package.module:Class'), the "
             "module importable from the current environment, e.g. 'my_pkg.nets.TinyVLA' or 'my_pkg.nets:TinyVLA' "
             "for a class TinyVLA defined in my_pkg/nets.py"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise ValueError(f"cannot import module {module_name!r} for model class {path!r} ({e})") from e
-    cls = getattr(module, cls_name, None)
-    if cls is None:
-        raise ValueError(f"module {module_name!r} has no attribute {cls_name!r}")
-    return cls
+        ) from e
+    return import_object(path, "model class")
 
 
 def load_state_dict_file(path: str | Path, state_dict_key: str | None = None) -> dict[str, th.Tensor]:

@@ -35,38 +35,10 @@ from sb3_vla.bases.backends.sb3_files import (
     read_zip_policy_weights,
 )
 from sb3_vla.bases.base import BaseModel, VLABatch
+from sb3_vla.core.algos import algorithm_class
 from sb3_vla.core.keys import ACTION_KEY, EMBEDDING_KEY, MAPPED_ACTION_KEY
 from sb3_vla.core.residual_map import ResidualMap, compose_mapped, resolve_residual_map
 from sb3_vla.core.residual_math import compose_action
-
-_ALGOS = {
-    "a2c": "stable_baselines3:A2C",
-    "ddpg": "stable_baselines3:DDPG",
-    "dqn": "stable_baselines3:DQN",
-    "ppo": "stable_baselines3:PPO",
-    "sac": "stable_baselines3:SAC",
-    "td3": "stable_baselines3:TD3",
-    "ars": "sb3_contrib:ARS",
-    "crossq": "sb3_contrib:CrossQ",
-    "qrdqn": "sb3_contrib:QRDQN",
-    "tqc": "sb3_contrib:TQC",
-    "trpo": "sb3_contrib:TRPO",
-}
-
-
-def _resolve_algo(algo: str | type) -> Any:
-    if isinstance(algo, type):
-        return algo
-    import importlib
-
-    target = _ALGOS.get(algo.lower(), algo)
-    mod_name, sep, attr = target.partition(":") if ":" in target else target.rpartition(".")
-    if not sep:
-        raise ValueError(f"unknown algo {algo!r}; use one of {sorted(_ALGOS)} or 'package.module:Class'")
-    try:
-        return getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"cannot import algo {algo!r} ({e})") from e
 
 
 def load_sb3_policy(
@@ -89,7 +61,7 @@ def load_sb3_policy(
     ``Algo.load`` when ``algo`` is given (``"sac"``, ``"ppo"``, a class ...), else ``load_from_zip_file``.
     """
     if algo is not None:
-        algo_cls = _resolve_algo(algo)
+        algo_cls = algorithm_class(algo)
     if trust_remote_code:
         if algo is not None:
             policy = algo_cls.load(str(path), device=device, custom_objects=custom_objects).policy
