@@ -41,6 +41,8 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecNormalize
 
+from sb3_vla.sb3_adapter import counters, save_params, set_counters
+
 _BUFFER_FIELDS = ("actions", "rewards", "dones", "timeouts")
 _RB = "replay_buffer.npz"
 
@@ -191,7 +193,7 @@ def _write_checkpoint(
 ) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{name}-"))
     try:
-        state_dicts, variables = model._get_torch_save_params()
+        state_dicts, variables = save_params(model)
         params: dict[str, Any] = {}
         for sd_name in state_dicts:
             params[f"sd:{sd_name}"] = _getattr(model, sd_name).state_dict()
@@ -214,8 +216,7 @@ def _write_checkpoint(
         meta = {
             "algo": type(model).__name__,
             "num_timesteps": int(model.num_timesteps),
-            "episode_num": int(getattr(model, "_episode_num", 0)),
-            "n_updates": int(getattr(model, "_n_updates", 0)),
+            **counters(model),
             "observation_space": _space_repr(model.observation_space),
             "action_space": _space_repr(model.action_space),
             **(extra_meta or {}),
@@ -335,7 +336,7 @@ def load_checkpoint(model: BaseAlgorithm, path: str | Path) -> dict[str, Any]:
     path = Path(path)
     data = _read_checkpoint(model, path)
     params = data["params"]
-    state_dicts, variables = model._get_torch_save_params()
+    state_dicts, variables = save_params(model)
     for sd_name in state_dicts:
         if f"sd:{sd_name}" not in params:
             raise CorruptCheckpointError(f"checkpoint {str(path)!r} lacks the state of {sd_name!r}")
@@ -364,10 +365,7 @@ def load_checkpoint(model: BaseAlgorithm, path: str | Path) -> dict[str, Any]:
         th.set_rng_state(rng["torch"])
     meta = data["meta"]
     model.num_timesteps = int(meta["num_timesteps"])
-    if hasattr(model, "_episode_num"):
-        model._episode_num = int(meta.get("episode_num", 0))
-    if hasattr(model, "_n_updates"):
-        model._n_updates = int(meta.get("n_updates", 0))
+    set_counters(model, n_updates=int(meta.get("n_updates", 0)), episode_num=int(meta.get("episode_num", 0)))
     return meta
 
 

@@ -37,6 +37,8 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
+from sb3_vla.sb3_adapter import constructor_parameters
+
 POLICY_SPEC = "policy.json"
 VEC_NORMALIZE_NPZ = "vecnormalize.npz"
 SPEC_FORMAT = "sb3_vla.policy/1"
@@ -206,7 +208,7 @@ def _kwargs_from_json(value: Any, trust_remote_code: bool) -> Any:
 def write_policy_spec(policy: Any, path: str | Path) -> Path:
     """Write ``policy``'s class, constructor kwargs and spaces as plain JSON (raises ``TypeError`` if a kwarg has
     no plain form, e.g. a function)."""
-    kwargs = dict(policy._get_constructor_parameters())
+    kwargs = constructor_parameters(policy)
     obs_space, act_space = kwargs.pop("observation_space"), kwargs.pop("action_space")
     kwargs.pop("lr_schedule", None)
     spec = {
