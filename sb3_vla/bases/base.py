@@ -41,6 +41,15 @@ class VLABatch:
         return int(len(self.env_ids))
 
 
+def batch_size(batch: VLABatch) -> int:
+    """Rows in a :class:`~sb3_vla.bases.VLABatch`: ``len(env_ids)``, else the length of its first observation array."""
+    if len(batch.env_ids):
+        return int(len(batch.env_ids))
+    for value in batch.obs.values():
+        return int(len(value))
+    return len(batch.instructions or [])
+
+
 class BaseModel(ABC):
     """A frozen base policy that supplies a base action and, optionally, an embedding.
 

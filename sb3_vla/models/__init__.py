@@ -1,6 +1,6 @@
 """Models of our own: :class:`~sb3_vla.models.small_vla.SmallVLA`, a small VLA trained by behaviour cloning.
 
-Importing this module registers the base spec prefix ``small-vla``:
+The base spec prefix ``small-vla`` (:func:`small_vla_factory`):
 
 - ``small-vla`` or ``small-vla:garment_fold``: the shipped GarmentFold-v0 weights
   (``sb3_vla/assets/garment_fold_vla.pt``, made by ``python -m sb3_vla.pretrain``; see its model card
@@ -27,13 +27,12 @@ from typing import Any
 from gymnasium import spaces
 
 from sb3_vla.bases.base import BaseModel
-from sb3_vla.bases.registry import register_base
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 #: short names of the shipped weights
 SHIPPED = {"garment_fold": ASSETS / "garment_fold_vla.pt", "GarmentFold-v0": ASSETS / "garment_fold_vla.pt"}
 
-__all__ = ["ASSETS", "SHIPPED", "make_small_vla_base", "resolve_weights"]
+__all__ = ["ASSETS", "SHIPPED", "make_small_vla_base", "resolve_weights", "small_vla_factory"]
 
 
 def resolve_weights(name: str) -> Path:
@@ -94,7 +93,8 @@ def make_small_vla_base(
     return base
 
 
-def _small_vla_factory(arg: str, *, observation_space: Any, action_space: Any, **kwargs: Any) -> BaseModel:
+def small_vla_factory(arg: str, *, observation_space: Any, action_space: Any, **kwargs: Any) -> BaseModel:
+    """The ``small-vla[:<weights>]`` spec factory (the registry's entry point for the prefix)."""
     from sb3_vla.bases.backends._common import call_with_options
     from sb3_vla.core.options import parse_query as parse_options
 
@@ -108,6 +108,3 @@ def _small_vla_factory(arg: str, *, observation_space: Any, action_space: Any, *
         action_space=action_space,
         **options,
     )
-
-
-register_base("small-vla", _small_vla_factory)

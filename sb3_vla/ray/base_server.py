@@ -491,3 +491,9 @@ def make_ray_base(
         raise ValueError(f"base spec 'ray:{arg}' serves a served base; use one 'ray:' prefix")
     server = serve_base(inner, observation_space, action_space, base_kwargs=kwargs, **server_opts)
     return RayServedBase(server, **client_opts)
+
+
+def ray_base_factory(arg: str, *, observation_space: Any, action_space: Any, **kwargs: Any) -> BaseModel:
+    """The ``ray:<inner spec>?max_batch=32&max_wait_ms=5`` spec factory (the registry's entry point for ``ray``)."""
+    import_ray(f"base spec 'ray:{arg}'")
+    return make_ray_base(arg, observation_space=observation_space, action_space=action_space, **kwargs)

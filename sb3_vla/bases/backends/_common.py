@@ -16,6 +16,11 @@ from urllib.parse import urlparse
 import numpy as np
 import torch as th
 
+from sb3_vla.bases.base import batch_size
+from sb3_vla.core.options import parse_query as parse_options
+
+__all__ = ["VLA_EXTRA_HINT", "batch_size", "call_with_options", "parse_options", "require", "resolve_device"]
+
 VLA_EXTRA_HINT = 'pip install -e ".[vla]"'
 
 
@@ -126,15 +131,6 @@ def batch_instructions(instructions: Sequence[str] | None, n: int, default: str 
             f"{who} needs a language instruction: the env gave none; pass instruction='...' (a default prompt)"
         )
     return [str(s) for s in out]
-
-
-def batch_size(batch: Any) -> int:
-    """Rows in a :class:`~sb3_vla.bases.VLABatch`: ``len(env_ids)``, else the length of its first observation array."""
-    if len(batch.env_ids):
-        return int(len(batch.env_ids))
-    for value in batch.obs.values():
-        return int(len(value))
-    return len(batch.instructions or [])
 
 
 def call_with_options(cls: Callable[..., Any], who: str, *args: Any, **kwargs: Any) -> Any:

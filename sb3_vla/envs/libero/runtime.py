@@ -95,7 +95,7 @@ def import_libero(assets_path: str | os.PathLike[str] | None = None) -> Any:
         _package_root()  # raises the install hint
         raise ImportError("LIBERO tasks need robosuite==1.4.0: pip install robosuite==1.4.0 --no-deps")
     ensure_config()
-    from sb3_vla.envs.libero import compat
+    import sb3_vla.envs.libero.compat as compat
 
     compat.apply()
     import libero.libero as libero_pkg
