@@ -1,8 +1,9 @@
 """The shipped SmallVLA (``small-vla:garment_fold``): success rate, forward latency, scripted-folder comparison.
 
-Success comes from the weights' metadata (the closed-loop evaluation ``python -m sb3_vla.pretrain`` ran when it made
-them) or, with ``--eval-episodes K``, from a fresh evaluation on the same seeds. The scripted folder is run on the
-same seeds with ``--scripted-episodes K`` at the demonstrations' noise and at the env's default noise (3 cm).
+Success comes from the weights' metadata (the closed-loop evaluation
+``python -m sb3_vla.envs.garment_fold.pretrain`` ran when it made them) or, with ``--eval-episodes K``, from a
+fresh evaluation on the same seeds. The scripted folder is run on the same seeds with ``--scripted-episodes K`` at
+the demonstrations' noise and at the env's default noise (3 cm).
 
 Run: ``python -m benchmarks.small_vla [--repeats 50] [--threads 1] [--eval-episodes 0] [--scripted-episodes 50]``;
 prints the figures and writes the ``small_vla`` section of ``benchmarks/RESULTS.md``.
@@ -22,9 +23,9 @@ import torch as th
 
 from benchmarks._results import write_section
 from sb3_vla.bases import VLABatch, make_base
+from sb3_vla.envs.garment_fold.pretrain import EVAL_OFFSET, run_jobs, wilson
 from sb3_vla.models import SHIPPED
 from sb3_vla.models.small_vla import checkpoint_meta, count_parameters, load_small_vla
-from sb3_vla.pretrain import EVAL_OFFSET, _run_jobs, wilson
 
 _ENVS: dict[float, Any] = {}
 
@@ -99,12 +100,12 @@ def main() -> None:
 
     seed0 = int(meta["eval_seeds"][0]) if meta.get("eval_seeds") else EVAL_OFFSET
     n_eval, k_eval = int(meta.get("eval_episodes") or 0), int(meta.get("eval_successes") or 0)
-    source = "the model card (evaluation by `python -m sb3_vla.pretrain`)"
+    source = "the model card (evaluation by `python -m sb3_vla.envs.garment_fold.pretrain`)"
     if args.eval_episodes > 0:
-        from sb3_vla.pretrain import evaluate_episode
+        from sb3_vla.envs.garment_fold.pretrain import evaluate_episode
 
         seeds = [seed0 + i for i in range(args.eval_episodes)]
-        res = _run_jobs(evaluate_episode, [("GarmentFold-v0", s, str(path)) for s in seeds], args.workers, print)
+        res = run_jobs(evaluate_episode, [("GarmentFold-v0", s, str(path)) for s in seeds], args.workers, print)
         n_eval, k_eval = len(res), sum(r["success"] for r in res)
         source = "a fresh closed-loop evaluation"
 
@@ -116,7 +117,7 @@ def main() -> None:
             if cache.exists():  # the scripted folder does not change between runs of this benchmark
                 res = json.loads(cache.read_text())
             else:
-                res = _run_jobs(scripted_episode, [(noise, s) for s in seeds], args.workers, lambda _m: None)
+                res = run_jobs(scripted_episode, [(noise, s) for s in seeds], args.workers, lambda _m: None)
                 cache.write_text(json.dumps(res))
             k = sum(r["success"] for r in res)
             lo, hi = wilson(k, len(res))

@@ -35,8 +35,16 @@ class ResidualReplayBuffer(DictReplayBuffer):
 
     Example::
 
-        model = SAC(ResidualSACPolicy, env, gamma=0.98, replay_buffer_class=ResidualReplayBuffer,
-                    replay_buffer_kwargs=dict(n_steps=3, gamma=0.98))
+        >>> from stable_baselines3 import SAC
+        >>> from sb3_vla import make_residual_env
+        >>> from sb3_vla.policies import ResidualSACPolicy
+        >>> env = make_residual_env("Pendulum-v1", base="zero")
+        >>> model = SAC(ResidualSACPolicy, env, gamma=0.98, buffer_size=1000, replay_buffer_class=ResidualReplayBuffer,
+        ...             replay_buffer_kwargs=dict(n_steps=3, gamma=0.98))
+        >>> _ = model.learn(16)  # before learning_starts: transitions are stored, no gradient step
+        >>> batch = model.replay_buffer.sample(8)
+        >>> {round(float(d), 4) for d in batch.discounts} <= {0.98, 0.9604, 0.9412}  # gamma ** m, m <= 3 steps
+        True
 
     In zoo YAML::
 

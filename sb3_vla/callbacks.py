@@ -37,7 +37,14 @@ class VLAStatsCallback(BaseCallback):
 
     Example::
 
-        model.learn(10_000, callback=VLAStatsCallback())
+        >>> from stable_baselines3 import SAC
+        >>> from sb3_vla import make_residual_env
+        >>> from sb3_vla.policies import ResidualSACPolicy
+        >>> model = SAC(ResidualSACPolicy, make_residual_env("Pendulum-v1", base="zero"), buffer_size=1000)
+        >>> _ = model.learn(32, callback=VLAStatsCallback())
+        >>> stats = model.logger.name_to_value
+        >>> stats["vla/residual_applied_frac"], stats["vla/base_share"]  # the zero base: all residual
+        (1.0, 0.0)
     """
 
     def __init__(self, verbose: int = 0) -> None:
@@ -93,8 +100,15 @@ class ProgressiveExplorationCallback(BaseCallback):
 
     Example::
 
-        model = SAC(ResidualSACPolicy, env, replay_buffer_class=ResidualReplayBuffer)
-        model.learn(50_000, callback=ProgressiveExplorationCallback(ramp_steps=20_000))
+        >>> from stable_baselines3 import SAC
+        >>> from sb3_vla import make_residual_env
+        >>> from sb3_vla.policies import ResidualSACPolicy
+        >>> env = make_residual_env("Pendulum-v1", base="zero")
+        >>> model = SAC(ResidualSACPolicy, env, buffer_size=1000, replay_buffer_class=ResidualReplayBuffer)
+        >>> callback = ProgressiveExplorationCallback(ramp_steps=20_000)
+        >>> _ = model.learn(32, callback=callback)
+        >>> callback.schedule(50), callback.schedule(10_000)  # (probability, gain): warm-up, then half the ramp
+        ((0.0025, 0.1), (0.5, 1.0))
 
     In YAML (rl-zoo or ``sb3_vla.train``)::
 
@@ -183,7 +197,14 @@ class ResidualReplayBufferCallback(BaseCallback):
 
     Example::
 
-        model.learn(10_000, callback=[ResidualReplayBufferCallback(n_steps=3), ProgressiveExplorationCallback(4_000)])
+        >>> from stable_baselines3 import SAC
+        >>> from sb3_vla import make_residual_env
+        >>> from sb3_vla.policies import ResidualSACPolicy
+        >>> model = SAC(ResidualSACPolicy, make_residual_env("Pendulum-v1", base="zero"), buffer_size=1000)
+        >>> callbacks = [ResidualReplayBufferCallback(n_steps=3), ProgressiveExplorationCallback(4_000)]
+        >>> _ = model.learn(8, callback=callbacks)
+        >>> type(model.replay_buffer).__name__, model.replay_buffer.n_steps, model.replay_buffer.pos
+        ('ResidualReplayBuffer', 3, 8)
 
     In YAML (rl-zoo or ``sb3_vla.train``)::
 
@@ -227,8 +248,19 @@ class ActorWarmupCallback(BaseCallback):
 
     Example::
 
-        model = SAC(ResidualSACPolicy, env, learning_starts=500)
-        model.learn(20_000, callback=ActorWarmupCallback(warmup_steps=5_000))
+        >>> import torch as th
+        >>> from stable_baselines3 import SAC
+        >>> from sb3_vla import make_residual_env
+        >>> from sb3_vla.policies import ResidualSACPolicy
+        >>> env = make_residual_env("Pendulum-v1", base="zero")
+        >>> model = SAC(ResidualSACPolicy, env, buffer_size=1000, learning_starts=16, batch_size=16)
+        >>> actor = [p.clone() for p in model.actor.parameters()]
+        >>> critic = [p.clone() for p in model.critic.parameters()]
+        >>> _ = model.learn(32, callback=ActorWarmupCallback(warmup_steps=5_000))  # 16 gradient steps
+        >>> all(th.equal(a, b) for a, b in zip(actor, model.actor.parameters()))  # the actor did not move ...
+        True
+        >>> any(not th.equal(c, d) for c, d in zip(critic, model.critic.parameters()))  # ... the critic trained
+        True
 
     In YAML (rl-zoo or ``sb3_vla.train``)::
 

@@ -180,8 +180,16 @@ def evaluate_episodes(
 
     Example::
 
-        results = evaluate_episodes(model, eval_env, n_episodes=20, seed=10_000)
-        print(results.describe())  # success 45% (9/20, 95% CI [26, 66]), return ...
+        >>> from sb3_vla import make_residual_vec_env
+        >>> venv = make_residual_vec_env("Pendulum-v1", base="zero", n_envs=2, env_kwargs=dict(max_episode_steps=20))
+        >>> results = evaluate_episodes(ZeroResidualPolicy(venv.action_space), venv, n_episodes=3, seed=10_000)
+        >>> results.seeds.tolist(), results.lengths.tolist()
+        ([10000, 10001, 10002], [20, 20, 20])
+        >>> again = evaluate_episodes(ZeroResidualPolicy(venv.action_space), venv, n_episodes=3, seed=10_000)
+        >>> bool(np.array_equal(results.returns, again.returns))  # the same episodes every time
+        True
+        >>> print(results.describe())  # doctest: +ELLIPSIS
+        return -... [-..., -...] (95% CI, 3 episodes)
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
@@ -248,8 +256,19 @@ class FixedSeedEvalCallback(EvalCallback):
 
     Example::
 
-        cb = FixedSeedEvalCallback(eval_env, eval_seed=10_000, n_eval_episodes=20, eval_freq=1000, log_path="run")
-        model.learn(20_000, callback=cb)
+        >>> from stable_baselines3 import SAC
+        >>> from sb3_vla import make_residual_vec_env
+        >>> from sb3_vla.policies import ResidualSACPolicy
+        >>> def make(n_envs):
+        ...     return make_residual_vec_env("Pendulum-v1", base="zero", n_envs=n_envs,
+        ...                                  env_kwargs=dict(max_episode_steps=20))
+        >>> cb = FixedSeedEvalCallback(make(1), eval_seed=10_000, n_eval_episodes=2, eval_freq=16, verbose=0)
+        >>> model = SAC(ResidualSACPolicy, make(1), buffer_size=1000)
+        >>> _ = model.learn(32, callback=cb)
+        >>> cb.seeds.tolist(), cb.evaluations_timesteps
+        ([10000, 10001], [16, 32])
+        >>> bool(np.allclose(cb.last_results.returns, cb.base_results.returns))  # zero residual: the base's score
+        True
     """
 
     def __init__(

@@ -143,9 +143,30 @@ class VLAFeaturesExtractor(BaseFeaturesExtractor):
 
     Example::
 
-        model = SAC("MultiInputPolicy", env,
-                    policy_kwargs=dict(features_extractor_class=VLAFeaturesExtractor,
-                                       features_extractor_kwargs=dict(cnn_output_dim=64)))
+        >>> import numpy as np
+        >>> space = spaces.Dict({
+        ...     "rgb": spaces.Box(0, 255, (64, 64, 3), np.uint8),
+        ...     "vla_action": spaces.Box(-1.0, 1.0, (7,)),
+        ...     "vla_embedding": spaces.Box(-np.inf, np.inf, (32,)),
+        ... })
+        >>> extractor = VLAFeaturesExtractor(space, cnn_output_dim=64)
+        >>> extractor.kinds
+        {'rgb': 'image', 'vla_action': 'vector', 'vla_embedding': 'embedding'}
+        >>> extractor.features_dim  # 64 (CNN) + 64 (MLP) + 64 (embedding projection)
+        192
+        >>> obs = {k: th.as_tensor(np.stack([s.sample() for _ in range(2)])).float() for k, s in space.items()}
+        >>> extractor(obs).shape
+        torch.Size([2, 192])
+
+        In SB3, name it in ``policy_kwargs``:
+
+        >>> from stable_baselines3 import SAC
+        >>> from sb3_vla import make_residual_env
+        >>> model = SAC("MultiInputPolicy", make_residual_env("Pendulum-v1", base="zero"), buffer_size=1000,
+        ...             policy_kwargs=dict(features_extractor_class=VLAFeaturesExtractor,
+        ...                                features_extractor_kwargs=dict(mlp_net_arch=[32])))
+        >>> model.actor.features_extractor.kinds
+        {'obs': 'vector', 'vla_action': 'vector'}
     """
 
     def __init__(

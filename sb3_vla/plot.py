@@ -136,9 +136,19 @@ def plot_runs(
 ) -> Path:
     """Draw the runs' curves into ``out`` (any format matplotlib writes: ``.png``, ``.svg``, ``.pdf``).
 
-    Example::
+    Example (``evaluations.npz`` as :class:`~sb3_vla.evaluation.FixedSeedEvalCallback` writes it)::
 
-        plot_runs(["logs/sac/Pendulum-v1_1", "logs/sac/Pendulum-v1_2"], "curve.png")
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> run = Path(tempfile.mkdtemp()) / "Pendulum-v1_1"
+        >>> run.mkdir()
+        >>> np.savez(run / "evaluations.npz", timesteps=[1000, 2000], results=[[-700.0, -650.0], [-300.0, -250.0]],
+        ...          base_results=[-900.0, -850.0])
+        >>> load_curve(run).values.tolist()  # mean return per evaluation
+        [-675.0, -275.0]
+        >>> plot_runs([run], run.parent / "curve.png").is_file()
+        True
+        >>> import shutil; shutil.rmtree(run.parent)
     """
     import matplotlib
 

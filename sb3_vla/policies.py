@@ -119,7 +119,13 @@ class ResidualSACPolicy(_ResidualOffPolicyMixin, SACPolicy):
 
     Example::
 
-        model = SAC(ResidualSACPolicy, env)
+        >>> from stable_baselines3 import SAC
+        >>> from sb3_vla import make_residual_env
+        >>> env = make_residual_env("Pendulum-v1", base="zero")
+        >>> model = SAC(ResidualSACPolicy, env, buffer_size=1000)
+        >>> obs, _ = env.reset(seed=0)
+        >>> model.predict(obs, deterministic=True)[0]  # a zero residual: the env executes the base's action
+        array([0.], dtype=float32)
     """
 
 
@@ -130,7 +136,13 @@ class ResidualTD3Policy(TD3Policy):
 
     Example::
 
-        model = TD3(ResidualTD3Policy, env)
+        >>> from stable_baselines3 import TD3
+        >>> from sb3_vla import make_residual_env
+        >>> env = make_residual_env("Pendulum-v1", base="zero")
+        >>> model = TD3(ResidualTD3Policy, env, buffer_size=1000)
+        >>> obs, _ = env.reset(seed=0)
+        >>> model.predict(obs, deterministic=True)[0]  # a zero residual: the env executes the base's action
+        array([0.], dtype=float32)
     """
 
     def __init__(self, *args: Any, critic_layer_norm: bool = False, **kwargs: Any) -> None:
@@ -155,7 +167,13 @@ class ResidualActorCriticPolicy(MultiInputActorCriticPolicy):
 
     Example::
 
-        model = PPO(ResidualActorCriticPolicy, env)
+        >>> from stable_baselines3 import PPO
+        >>> from sb3_vla import make_residual_env
+        >>> env = make_residual_env("Pendulum-v1", base="zero")
+        >>> model = PPO(ResidualActorCriticPolicy, env, n_steps=64)
+        >>> obs, _ = env.reset(seed=0)
+        >>> model.predict(obs, deterministic=True)[0]  # a zero residual: the env executes the base's action
+        array([0.], dtype=float32)
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -176,7 +194,13 @@ class ResidualTQCPolicy(_ResidualOffPolicyMixin, TQCPolicy):
 
     Example::
 
-        model = TQC(ResidualTQCPolicy, env)
+        >>> from sb3_contrib import TQC
+        >>> from sb3_vla import make_residual_env
+        >>> env = make_residual_env("Pendulum-v1", base="zero")
+        >>> model = TQC(ResidualTQCPolicy, env, buffer_size=1000)
+        >>> obs, _ = env.reset(seed=0)
+        >>> model.predict(obs, deterministic=True)[0]  # a zero residual: the env executes the base's action
+        array([0.], dtype=float32)
     """
 
 
@@ -187,7 +211,16 @@ class ZeroResidualInitCallback(BaseCallback):
 
     Example::
 
-        model.learn(10_000, callback=ZeroResidualInitCallback())
+        >>> from stable_baselines3 import SAC
+        >>> from sb3_vla import make_residual_env
+        >>> env = make_residual_env("Pendulum-v1", base="zero")
+        >>> model = SAC("MultiInputPolicy", env, buffer_size=1000)
+        >>> obs, _ = env.reset(seed=0)
+        >>> bool(model.predict(obs, deterministic=True)[0] != 0)  # SB3's random initialisation
+        True
+        >>> _ = model.learn(1, callback=ZeroResidualInitCallback())
+        >>> model.predict(obs, deterministic=True)[0]
+        array([0.], dtype=float32)
     """
 
     def __init__(self, log_std_init: float | None = None, verbose: int = 0) -> None:

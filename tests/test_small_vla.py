@@ -1,4 +1,7 @@
-"""SmallVLA (issue 5): the shipped weights as a base, the pretrain command end to end, frozen-encoder fine-tuning."""
+"""SmallVLA (issue 5): the shipped weights as a base, the pretrain command end to end, frozen-encoder fine-tuning.
+
+The pretraining lives in :mod:`sb3_vla.envs.garment_fold.pretrain`; ``sb3_vla.pretrain`` is its deprecated alias.
+"""
 
 from __future__ import annotations
 
@@ -148,7 +151,7 @@ def test_snap_outputs_the_allowed_hand_targets(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
-    from sb3_vla.pretrain import main
+    from sb3_vla.envs.garment_fold.pretrain import main
 
     out = tmp_path_factory.mktemp("pretrain")
     work = out / "work"
@@ -182,7 +185,7 @@ def test_pretrain_end_to_end(tiny_run: tuple[Path, Path, dict[str, Any]], env: A
 
 def test_pretrain_dagger_round(tiny_run: tuple[Path, Path, dict[str, Any]]) -> None:
     """One DAgger round: the model's rollouts are saved with the scripted folder's label of every visited state."""
-    from sb3_vla.pretrain import DAGGER_OFFSET
+    from sb3_vla.envs.garment_fold.pretrain import DAGGER_OFFSET
 
     out, work, meta = tiny_run
     dagger = meta["dagger"]
@@ -224,7 +227,7 @@ def test_pretrain_dagger_round(tiny_run: tuple[Path, Path, dict[str, Any]]) -> N
 
 
 def test_freeze_encoder_trains_only_the_head(tiny_run: tuple[Path, Path, dict[str, Any]]) -> None:
-    from sb3_vla.pretrain import main
+    from sb3_vla.envs.garment_fold.pretrain import main
 
     out, work, _ = tiny_run
     init = out / "tiny.pt"
@@ -245,3 +248,31 @@ def test_freeze_encoder_trains_only_the_head(tiny_run: tuple[Path, Path, dict[st
             assert th.equal(before[k], after[k]), f"encoder parameter/buffer {k} changed"
     with pytest.raises(SystemExit):
         main(["--out", str(out), "--freeze-encoder"])  # needs --init
+
+
+def test_old_pretrain_path_forwards_and_warns(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import runpy
+    import sys
+
+    import sb3_vla.envs.garment_fold.pretrain as new
+    import sb3_vla.pretrain as old
+
+    with pytest.warns(DeprecationWarning, match="sb3_vla.envs.garment_fold.pretrain.main"):
+        assert old.main is new.main
+    with pytest.warns(DeprecationWarning, match="sb3_vla.envs.garment_fold.pretrain.DAGGER_OFFSET"):
+        assert old.DAGGER_OFFSET == new.DAGGER_OFFSET
+    with pytest.warns(DeprecationWarning, match="run_jobs"):
+        assert old._run_jobs is new.run_jobs  # a private name the benchmarks used
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        old.nope  # noqa: B018
+    # the old command runs the new one, with the same flags
+    monkeypatch.delitem(sys.modules, "sb3_vla.pretrain")
+    monkeypatch.setattr(sys, "argv", ["sb3_vla.pretrain", "--help"])
+    with (
+        pytest.warns(DeprecationWarning, match="python -m sb3_vla.envs.garment_fold.pretrain"),
+        pytest.raises(SystemExit) as exit_info,
+    ):
+        runpy.run_module("sb3_vla.pretrain", run_name="__main__")
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: python -m sb3_vla.envs.garment_fold.pretrain" in out and "--dagger-rounds" in out

@@ -3,9 +3,9 @@
 The base spec prefix ``small-vla`` (:func:`small_vla_factory`):
 
 - ``small-vla`` or ``small-vla:garment_fold``: the shipped GarmentFold-v0 weights
-  (``sb3_vla/assets/garment_fold_vla.pt``, made by ``python -m sb3_vla.pretrain``; see its model card
-  ``garment_fold_vla.md``).
-- ``small-vla:<path/to/weights.pt>``: weights written by ``python -m sb3_vla.pretrain --out DIR``.
+  (``sb3_vla/assets/garment_fold_vla.pt``, made by ``python -m sb3_vla.envs.garment_fold.pretrain``; see its
+  model card ``garment_fold_vla.md``).
+- ``small-vla:<path/to/weights.pt>``: weights written by ``python -m sb3_vla.envs.garment_fold.pretrain --out DIR``.
 
 Options (``?key=value`` or ``base_kwargs``): ``exec_horizon`` (actions of each chunk executed before the next
 query), ``device``. The base's action is the chunk's actions (joint targets + stage advance), its embedding the
@@ -13,10 +13,13 @@ model's trunk output. The env needs the ``rgb`` observation (``rgb_obs=True``, 1
 
 Example::
 
-    from sb3_vla.bases import make_base
-
-    env = gym.make("GarmentFold-v0", rgb_obs=True, image_size=128)
-    base = make_base("small-vla:garment_fold", env.observation_space, env.action_space)
+    >>> import gymnasium as gym
+    >>> import sb3_vla  # registers GarmentFold-v0
+    >>> from sb3_vla.bases import make_base
+    >>> env = gym.make("GarmentFold-v0", rgb_obs=True, image_size=128, pcd_points=0)
+    >>> base = make_base("small-vla:garment_fold", env.observation_space, env.action_space)
+    >>> base.action_space.shape, base.chunk_size, base.embedding_dim
+    ((61,), 2, 256)
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ def resolve_weights(name: str) -> Path:
     if not path.is_file():
         raise ValueError(
             f"small-vla weights {name!r} not found (looked for {str(path)!r}); use a shipped name "
-            f"({', '.join(sorted(SHIPPED))}) or a file written by 'python -m sb3_vla.pretrain --out DIR'"
+            f"({', '.join(sorted(SHIPPED))}) or a file written by "
+            "'python -m sb3_vla.envs.garment_fold.pretrain --out DIR'"
         )
     return path
 
@@ -64,8 +68,18 @@ def make_small_vla_base(
 
     Example::
 
-        base = make_small_vla_base("garment_fold", env.observation_space, env.action_space)
-        chunk, emb = base.predict(batch)  # (B, exec_horizon, 61), (B, 256)
+        >>> import gymnasium as gym
+        >>> import numpy as np
+        >>> import sb3_vla  # registers GarmentFold-v0
+        >>> from sb3_vla.bases import VLABatch
+        >>> env = gym.make("GarmentFold-v0", rgb_obs=True, image_size=128, pcd_points=0)
+        >>> base = make_small_vla_base("garment_fold", env.observation_space, env.action_space, exec_horizon=1)
+        >>> obs, info = env.reset(seed=0)
+        >>> batch = VLABatch(obs={k: np.asarray(v)[None] for k, v in obs.items()}, instructions=[info["instruction"]],
+        ...                  env_ids=np.zeros(1, dtype=np.int64))
+        >>> chunk, emb = base.predict(batch)
+        >>> chunk.shape, emb.shape  # (B, exec_horizon, 61), (B, embedding_dim)
+        ((1, 1, 61), (1, 256))
     """
     from sb3_vla.bases.backends.module import ModuleBase
     from sb3_vla.models.small_vla import load_small_vla

@@ -1,4 +1,6 @@
-"""A small vision-language-action model of our own, trained by behaviour cloning (``python -m sb3_vla.pretrain``).
+"""A small vision-language-action model of our own, trained by behaviour cloning.
+
+Trained by ``python -m sb3_vla.envs.garment_fold.pretrain`` (GarmentFold-v0 demonstrations and DAgger).
 
 :class:`SmallVLA` maps a 128x128 RGB image, the stage instruction and the proprioception of GarmentFold-v0 to an
 action chunk ``(B, H, 61)``: a compact CNN with a spatial-softmax head (image -> 2-D feature points), a learned
@@ -89,12 +91,14 @@ class SmallVLA(nn.Module):
 
     Example::
 
-        model = SmallVLA()
-        obs = {"rgb": th.zeros(8, 128, 128, 3, dtype=th.uint8), "joint_pos": th.zeros(8, 60),
-               "joint_vel": th.zeros(8, 60), "held": th.zeros(8, 2), "stage": th.zeros(8, 3),
-               "keypoints": th.zeros(8, 24), "instruction": ["fold the left sleeve onto the body"] * 8}
-        chunk = model(obs)      # (8, exec_horizon, 61)
-        emb = model.embed(obs)  # (8, 256)
+        >>> model = SmallVLA().eval()
+        >>> obs = {"rgb": th.zeros(8, 128, 128, 3, dtype=th.uint8), "joint_pos": th.zeros(8, 60),
+        ...        "joint_vel": th.zeros(8, 60), "held": th.zeros(8, 2), "stage": th.zeros(8, 3),
+        ...        "keypoints": th.zeros(8, 24), "instruction": ["fold the left sleeve onto the body"] * 8}
+        >>> with th.inference_mode():
+        ...     chunk, emb = model(obs), model.embed(obs)
+        >>> tuple(chunk.shape), tuple(emb.shape)  # (B, exec_horizon, 61), (B, embedding_dim)
+        ((8, 2, 61), (8, 256))
     """
 
     state_mean: th.Tensor
@@ -338,7 +342,10 @@ def load_small_vla(path: str | Path, **overrides: Any) -> SmallVLA:
 
     Example::
 
-        model = load_small_vla("sb3_vla/assets/garment_fold_vla.pt", exec_horizon=1).eval()
+        >>> from sb3_vla.models import SHIPPED
+        >>> model = load_small_vla(SHIPPED["garment_fold"], exec_horizon=1).eval()  # sb3_vla/assets/garment_fold_vla.pt
+        >>> model.horizon, model.exec_horizon
+        (4, 1)
     """
     path = Path(path)
     if not path.is_file():

@@ -86,7 +86,7 @@ class GarmentFoldEnv(gym.Env):
     :param scripted_noise: perception noise (m, per axis) of the scripted folder's grasp and place points.
     :param scripted_command_frame: the folder judges its progress in its own command frame, so a residual policy's
         corrections of its actions do not stall it (see :class:`ScriptedFolder`); ``False`` for labelling the states
-        of another policy (DAgger in :mod:`sb3_vla.pretrain`).
+        of another policy (DAgger in :mod:`sb3_vla.envs.garment_fold.pretrain`).
     :param pose_noise: ``(translation m, rotation rad)`` half-ranges of the shirt's random initial pose.
     :param fold_tolerance: a stage is complete when its mean fold error is below this (m) ...
     :param layered_tolerance: ... and this fraction of its moving vertices lies on top.
@@ -100,17 +100,18 @@ class GarmentFoldEnv(gym.Env):
     Needs MuJoCo >= 4.0 (flex elasticity with the ``discrete`` integrator). Images render headless through
     ``MUJOCO_GL=egl`` (set here when unset, before mujoco is imported).
 
-    Example::
+    Example (the first steps of the scripted folder; a whole episode is 150 steps, a few seconds)::
 
-        import gymnasium as gym, sb3_vla
-
-        env = gym.make("GarmentFold-v0")
-        obs, info = env.reset(seed=0)
-        for _ in range(150):
-            obs, reward, terminated, truncated, info = env.step(env.unwrapped.scripted_action())
-            if terminated or truncated:
-                break
-        print(info["is_success"], info["fold_error"])
+        >>> import gymnasium as gym
+        >>> import sb3_vla  # registers GarmentFold-v0
+        >>> env = gym.make("GarmentFold-v0", pcd_points=0)
+        >>> obs, info = env.reset(seed=0)
+        >>> info["instruction"], env.action_space.shape, obs["joint_pos"].shape
+        ('fold the left sleeve onto the body', (61,), (60,))
+        >>> for _ in range(5):
+        ...     obs, reward, terminated, truncated, info = env.step(env.unwrapped.scripted_action())
+        >>> info["stage"], info["is_success"], info["fold_error"].shape
+        (0, False, (3,))
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}

@@ -36,12 +36,20 @@ class PinchResidualMap(ResidualMap):
 
     Example::
 
-        env = ResidualActionWrapper(
-            VLAObservationWrapper(gym.make("GarmentFold-v0"), base="scripted"),
-            residual_scale=PINCH_RESIDUAL_SCALE,
-            residual_map=PinchResidualMap(),
-        )
-        env.action_space  # Box(-1.0, 1.0, (7,), float32)
+        >>> import gymnasium as gym
+        >>> import sb3_vla  # registers GarmentFold-v0
+        >>> from sb3_vla.wrappers import ResidualActionWrapper, VLAObservationWrapper
+        >>> env = ResidualActionWrapper(
+        ...     VLAObservationWrapper(gym.make("GarmentFold-v0", pcd_points=0), base="scripted"),
+        ...     residual_scale=PINCH_RESIDUAL_SCALE,
+        ...     residual_map=PinchResidualMap(),
+        ... )
+        >>> env.action_space
+        Box(-1.0, 1.0, (7,), float32)
+        >>> _ = env.reset(seed=0)
+        >>> _, _, _, _, info = env.step(np.zeros(7, dtype=np.float32))  # no offset: the base's joint targets
+        >>> bool(np.allclose(info["executed_action"], info["base_action"], atol=1e-3))
+        True
     """
 
     dim = 7

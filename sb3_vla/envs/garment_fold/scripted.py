@@ -44,8 +44,11 @@ class ArmIK:
 
     Example::
 
-        ik = ArmIK()
-        q = ik.solve("L", q_now, np.array([-0.2, 0.0, 0.05]))  # (6,) arm joint targets
+        >>> ik = ArmIK()
+        >>> target = np.array([-0.2, 0.0, 0.05])
+        >>> q = ik.solve("L", np.zeros(6), target)  # (6,) arm joint targets
+        >>> q.shape, bool(np.linalg.norm(ik.forward("L", q) - target) < 0.01)
+        ((6,), True)
     """
 
     def __init__(self) -> None:
@@ -334,10 +337,17 @@ class ScriptedFolder:
         ``done`` phase whose stage is not complete (``stage_complete``, from ``info``: the fold missed) goes back to
         ``approach`` to fold it again, where the folder would otherwise request a refused stage advance forever.
 
-        Example::
+        Example (label the states a random policy visits)::
 
-            env.unwrapped.folder.follow(info["stage_complete"])
-            label = env.unwrapped.scripted_action()
+            >>> import gymnasium as gym
+            >>> import sb3_vla  # registers GarmentFold-v0
+            >>> env = gym.make("GarmentFold-v0", pcd_points=0, scripted_command_frame=False)
+            >>> obs, info = env.reset(seed=0)
+            >>> _, _, _, _, info = env.step(env.action_space.sample())
+            >>> env.unwrapped.folder.follow(info["stage_complete"])
+            >>> label = env.unwrapped.scripted_action()
+            >>> label.shape
+            (61,)
         """
         env = self.env
         stage = int(env.stage)

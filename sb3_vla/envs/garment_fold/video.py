@@ -4,7 +4,7 @@ Without ``--seed`` the first seed (from ``--first-seed``, default 0) whose fold 
 are simulated without rendering until one succeeds (the folder succeeds in about 40% of episodes), then that
 episode is rendered. Each frame is captioned with the stage's instruction, the stage, the step and success.
 
-Example::
+Usage::
 
     python -m sb3_vla.envs.garment_fold.video --out fold.gif               # a successful fold
     python -m sb3_vla.envs.garment_fold.video --out fold.gif --seed 3      # exactly seed 3, success or not

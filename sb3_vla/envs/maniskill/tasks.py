@@ -88,7 +88,10 @@ def get_task(task: str) -> ManiSkillTask:
 
     Example::
 
-        get_task("ManiSkill-PushCube-v1").instruction
+        >>> get_task("ManiSkill-PushCube-v1").instruction
+        'push the blue cube into the red and white target region'
+        >>> get_task("PushCube-v1") is get_task("ManiSkill-PushCube-v1")
+        True
     """
     key = task[len(ENV_ID_PREFIX) :] if task.startswith(ENV_ID_PREFIX) else task
     if key not in TASKS:
@@ -106,7 +109,9 @@ def resolve_env_id(env_id: str) -> str:
 
     Example::
 
-        resolve_env_id("PickCube-v1")  # "ManiSkill-PickCube-v1"
-        resolve_env_id("Pendulum-v1")  # "Pendulum-v1"
+        >>> resolve_env_id("PickCube-v1")
+        'ManiSkill-PickCube-v1'
+        >>> resolve_env_id("Pendulum-v1")
+        'Pendulum-v1'
     """
     return TASKS[env_id].env_id if env_id in TASKS else env_id
