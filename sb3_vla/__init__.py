@@ -15,6 +15,7 @@ from sb3_vla.policies import (
 from sb3_vla.threads import apply_zoo_thread_default
 from sb3_vla.wrappers import (
     ResidualActionWrapper,
+    ResidualConfig,
     VecResidualActionWrapper,
     VecVLAObservationWrapper,
     VLAObservationWrapper,
@@ -31,6 +32,7 @@ __all__ = [
     "EnvScriptedBase",
     "ResidualActionWrapper",
     "ResidualActorCriticPolicy",
+    "ResidualConfig",
     "ResidualPPOPolicy",
     "ResidualSACPolicy",
     "ResidualTD3Policy",

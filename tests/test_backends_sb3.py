@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch as th
+import yaml
 from _tiny_models import TinyDictEnv, train_tiny_sb3
 from gymnasium import spaces
 from stable_baselines3 import PPO, SAC
 
-from sb3_vla.bases import CallableBase, VLABatch, make_base
+from sb3_vla.bases import CallableBase, VLABatch, ZeroBase, make_base
 from sb3_vla.bases.backends.sb3_files import ObsNormalizer, UntrustedFileError, save_vec_normalize
-from sb3_vla.bases.backends.sb3_policy import SB3PolicyBase
+from sb3_vla.bases.backends.sb3_policy import SB3PolicyBase, make_sb3_base
+from sb3_vla.bases.backends.sb3_run import REPLAY_IGNORED, REPLAY_OPTIONS, REPLAY_UNSUPPORTED
 from sb3_vla.core.residual_math import compose_action
 
 ACT_SPACE = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
@@ -154,3 +160,130 @@ def test_errors(zips: dict[str, Path]) -> None:
         make_base(f"sb3:{zips['sac']}", observation_space=spaces.Dict({"other": ACT_SPACE}))
     with pytest.raises(ValueError, match="unknown algo"):
         SB3PolicyBase(zips["sac"], algo="nope")
+
+
+# ------------------------------------------------------------------- replay reads the run folder's saved config
+def _run_folder(root: Path, zip_path: Path, residual: dict, obs: dict | None = None) -> Path:
+    """A run folder as sb3_vla.train leaves it: ``<run>/Tiny.zip`` and ``<run>/Tiny/{config,args}.yml``."""
+    (root / "Tiny").mkdir(parents=True, exist_ok=True)
+    shutil.copy(zip_path, root / "Tiny.zip")
+    config = {
+        "learning_rate": 0.001,
+        "vec_env_wrapper": [
+            {"sb3_vla.wrappers.VecVLAObservationWrapper": {"base": "zero", **(obs or {})}},
+            {"sb3_vla.wrappers.VecResidualActionWrapper": residual},
+        ],
+    }
+    (root / "Tiny" / "config.yml").write_text(yaml.safe_dump(config))
+    (root / "Tiny" / "args.yml").write_text(yaml.safe_dump({"algo": "sac"}))
+    return root / "Tiny.zip"
+
+
+def _expected(z: Path, batch: VLABatch, scale: Any, absolute_dims: Any = ()) -> np.ndarray:
+    residual, _ = SAC.load(z, device="cpu").predict(
+        {"state": batch.obs["state"], "vla_action": np.zeros((len(batch), 2), np.float32)}, deterministic=True
+    )
+    return compose_action(
+        np.zeros((len(batch), 2)), residual, np.asarray(scale), ACT_SPACE.low, ACT_SPACE.high, absolute_dims
+    )
+
+
+def _replay(spec: str, **kwargs: Any) -> SB3PolicyBase:
+    return make_sb3_base(
+        spec, observation_space=None, action_space=ACT_SPACE, vec_normalize=None, device="cpu", **kwargs
+    )
+
+
+def test_replay_takes_the_residual_settings_from_the_run_folder(zips: dict[str, Path], tmp_path: Path) -> None:
+    z = _run_folder(tmp_path / "run", zips["residual"], {"residual_scale": [0.2, 0.4], "absolute_dims": [1]})
+    batch = _batch(5, seed=7)
+    base = _replay(str(z))  # no options: inner base, scale and absolute dims come from <run>/Tiny/config.yml
+    assert isinstance(base.inner, ZeroBase)
+    np.testing.assert_allclose(base.predict(batch)[0], _expected(z, batch, [0.2, 0.4], [1]), atol=1e-6)
+    # explicit options win, the others still come from the run
+    np.testing.assert_allclose(_replay(f"{z}?residual_scale=0.3").predict(batch)[0], _expected(z, batch, 0.3, [1]))
+    # another zip of the same run (best_model.zip) finds the run's one config
+    shutil.copy(z, z.parent / "best_model.zip")
+    np.testing.assert_allclose(_replay(str(z.parent / "best_model.zip")).predict(batch)[0], base.predict(batch)[0])
+    # inner_base=None asks for a plain replay, which a residual policy cannot be: the clear error stays
+    with pytest.raises(ValueError, match="trained as a residual policy.*run folder"):
+        _replay(str(z), inner_base=None)
+    # the same error without a run folder (nothing saved next to the zip)
+    with pytest.raises(ValueError, match="trained as a residual policy"):
+        _replay(str(zips["residual"]))
+
+
+def test_replay_composes_override_dims_and_schedules_as_the_wrapper(zips: dict[str, Path], tmp_path: Path) -> None:
+    residual = {"residual_scale": {"start": 0.05, "end": 0.1, "steps": 100}, "override_dims": [0]}
+    z = _run_folder(tmp_path / "run", zips["residual"], residual)
+    base = _replay(str(z))
+    batch = _batch(4, seed=8)
+    # the schedule's final value, with full authority (the action range, 2.0) on dim 0 as in training
+    np.testing.assert_allclose(base.residual_scale, [2.0, 0.1])
+    np.testing.assert_allclose(base.predict(batch)[0], _expected(z, batch, [2.0, 0.1]), atol=1e-6)
+
+
+def test_replay_refuses_an_untrusted_saved_base_and_warns_on_held_actions(
+    zips: dict[str, Path], tmp_path: Path
+) -> None:
+    z = _run_folder(tmp_path / "a", zips["residual"], {"residual_scale": 0.1}, {"base": "hf:/m?trust_remote_code=True"})
+    with pytest.raises(UntrustedFileError, match="trust_remote_code.*pass inner_base"):
+        _replay(str(z))
+    assert isinstance(_replay(str(z), inner_base="zero").inner, ZeroBase)  # given explicitly: the user's choice
+    z2 = _run_folder(tmp_path / "b", zips["residual"], {"residual_scale": 0.1, "decision_interval": 3})
+    with pytest.warns(UserWarning, match="decision_interval=3"):
+        _replay(str(z2))
+
+
+def test_inner_base_instance_instruction_and_deprecated_spec(zips: dict[str, Path]) -> None:
+    seen: list[Any] = []
+
+    def inner_fn(obs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.zeros((len(obs["state"]), 2), np.float32)
+
+    class Recording(CallableBase):
+        def predict(self, batch: VLABatch) -> Any:
+            seen.append(batch.instructions)
+            return super().predict(batch)
+
+    inner = Recording(inner_fn, ACT_SPACE, batched=True)
+    base = SB3PolicyBase(
+        zips["residual"], inner_base=inner, residual_scale=0.2, action_space=ACT_SPACE, instruction="fold", device="cpu"
+    )
+    base.predict(_batch(2))
+    base.predict(VLABatch(obs=_batch(2).obs, instructions=["", "unfold"], env_ids=np.arange(2)))
+    assert seen == [["fold", "fold"], ["fold", "unfold"]]
+    with pytest.warns(DeprecationWarning, match=r"inner_base=<spec string>\) is deprecated"):
+        old = SB3PolicyBase(zips["residual"], inner_base="zero", residual_scale=0.2, action_space=ACT_SPACE)
+    assert isinstance(old.inner, ZeroBase)
+
+
+def test_every_residual_setting_is_replayed_or_deliberately_not() -> None:
+    """Adding a ResidualConfig field forces a decision here: replay it, ignore it, or warn that it cannot."""
+    from sb3_vla.wrappers import ResidualConfig
+
+    tables = [set(REPLAY_OPTIONS), set(REPLAY_IGNORED), set(REPLAY_UNSUPPORTED)]
+    assert set.union(*tables) == set(ResidualConfig.keys()) and sum(map(len, tables)) == len(ResidualConfig.keys())
+    replay_args = set(inspect.signature(SB3PolicyBase).parameters)
+    assert set(REPLAY_OPTIONS.values()) <= replay_args
+
+
+def test_a_train_run_replays_with_no_options(tmp_path: Path) -> None:
+    """``python -m sb3_vla.train`` on a zero base, then ``sb3:<run>/<env>.zip`` alone replays its composition."""
+    from sb3_vla.train import build_parser, train
+
+    th.set_num_threads(1)
+    conf = tmp_path / "sac.yml"
+    conf.write_text(yaml.safe_dump({"Pendulum-v1": {"learning_starts": 50, "buffer_size": 500, "batch_size": 16}}))
+    argv = ["--algo", "sac", "--env", "Pendulum-v1", "--base", "zero", "-n", "100", "--conf-file", str(conf)]
+    argv += ["--log-folder", str(tmp_path / "logs"), "--no-progress", "--verbose", "0", "--eval-freq", "0"]
+    argv += ["-params", "residual_scale:0.5", "policy_kwargs:dict(net_arch=[8])"]
+    run = train(build_parser().parse_args(argv))
+    space = spaces.Box(-2.0, 2.0, (1,), np.float32)
+    base = make_sb3_base(str(run / "Pendulum-v1.zip"), observation_space=None, action_space=space, device="cpu")
+    obs = np.random.default_rng(0).uniform(-1, 1, (3, 3)).astype(np.float32)
+    residual, _ = SAC.load(run / "Pendulum-v1.zip", device="cpu").predict(
+        {"obs": obs, "vla_action": np.zeros((3, 1), np.float32)}, deterministic=True
+    )
+    expected = compose_action(np.zeros((3, 1)), residual, 0.5, space.low, space.high)
+    np.testing.assert_allclose(base.predict(VLABatch(obs={"obs": obs}, env_ids=np.arange(3)))[0], expected, atol=1e-6)

@@ -10,7 +10,13 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "sb3_vla"
 MAX_LINES = 500
 #: deprecated aliases of moved modules: they import their new home on purpose
-ALIASES = {"sb3_vla.vla", "sb3_vla.wrappers.residual_map", "sb3_vla.wrappers.residual_math", "sb3_vla.pretrain"}
+ALIASES = {
+    "sb3_vla.vla",
+    "sb3_vla.wrappers.adapters",
+    "sb3_vla.wrappers.residual_map",
+    "sb3_vla.wrappers.residual_math",
+    "sb3_vla.pretrain",
+}
 #: lower layers must not import higher ones (index = layer; a module may import its own layer and below)
 LAYERS = [
     (

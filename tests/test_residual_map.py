@@ -10,6 +10,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import gymnasium as gym
 import numpy as np
 import pytest
+import yaml
 from gymnasium import spaces
 
 pytest.importorskip("mujoco")
@@ -17,9 +18,16 @@ pytest.importorskip("mujoco")
 import sb3_vla  # noqa: F401  (registers the env ids)
 from sb3_vla import make_residual_vec_env
 from sb3_vla.bases import VLABatch
+from sb3_vla.bases.backends.sb3_policy import make_sb3_base
 from sb3_vla.envs.garment_fold import PINCH_RESIDUAL_SCALE, GarmentFoldEnv, PinchResidualMap
 from sb3_vla.envs.garment_fold.scripted import CARRY, DESCEND
-from sb3_vla.wrappers import MAPPED_ACTION_KEY, ResidualActionWrapper, ResidualMap, VLAObservationWrapper
+from sb3_vla.wrappers import (
+    MAPPED_ACTION_KEY,
+    ResidualActionWrapper,
+    ResidualConfig,
+    ResidualMap,
+    VLAObservationWrapper,
+)
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +198,15 @@ def test_sb3_base_replays_a_pinch_residual_policy(tmp_path) -> None:
     spec = f"sb3:{path}?inner_base=scripted&residual_map=sb3_vla.envs.garment_fold:PinchResidualMap"
     spec += f"&residual_scale={list(PINCH_RESIDUAL_SCALE)}"
     replay = make_base(spec, action_space=raw.action_space, observation_space=raw.observation_space)
+    # the same settings saved as sb3_vla.train saves them (<run>/<env>.zip + <run>/<env>/config.yml) need no options
+    cfg = ResidualConfig(
+        base="scripted",
+        residual_scale=PINCH_RESIDUAL_SCALE,
+        residual_map="sb3_vla.envs.garment_fold:PinchResidualMap",
+    )
+    (tmp_path / "pinch").mkdir()
+    (tmp_path / "pinch" / "config.yml").write_text(yaml.safe_dump({"vec_env_wrapper": cfg.to_zoo()}))
+    from_run = make_sb3_base(str(path), action_space=raw.action_space, observation_space=raw.observation_space)
     wrapped = ResidualActionWrapper(
         VLAObservationWrapper(raw, base="scripted"), PINCH_RESIDUAL_SCALE, residual_map=PinchResidualMap()
     )
@@ -203,6 +220,7 @@ def test_sb3_base_replays_a_pinch_residual_policy(tmp_path) -> None:
             env_outputs=[raw.scripted_action()],
         )
         replayed, _ = replay.predict(batch)
+        np.testing.assert_array_equal(from_run.predict(batch)[0], replayed)
         obs, _, _, _, info = wrapped.step(residual[0])
         np.testing.assert_allclose(replayed[0], info["executed_action"], atol=1e-5)
     with pytest.raises(ValueError, match="residual_map"):

@@ -78,7 +78,7 @@ ENTRY_POINTS: dict[str, BaseFactory | str] = {
     "hf": "sb3_vla.bases.backends.factories:make_hf_base",
     "clip": "sb3_vla.bases.backends.factories:make_clip_base",
     "module": "sb3_vla.bases.backends.factories:make_module_base",
-    "sb3": "sb3_vla.bases.backends.factories:make_sb3_base",
+    "sb3": "sb3_vla.bases.backends.sb3_policy:make_sb3_base",
     "compose": "sb3_vla.bases.composed:compose_factory",
     "ray": "sb3_vla.ray.base_server:ray_base_factory",
     "small-vla": "sb3_vla.models:small_vla_factory",

@@ -13,7 +13,7 @@ import numpy as np
 from gymnasium import spaces
 
 from sb3_vla.bases.base import BaseModel, VLABatch
-from sb3_vla.wrappers.adapters import ActionAdapterLike, resolve_adapter
+from sb3_vla.core.adapters import ActionAdapterLike, resolve_adapter
 
 NONFINITE_MODES = ("raise", "zero")
 

@@ -13,8 +13,8 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 
 from sb3_vla.bases.base import BaseModel
 from sb3_vla.bases.registry import make_base
+from sb3_vla.core.adapters import ActionAdapterLike
 from sb3_vla.core.keys import ACTION_KEY, EMBEDDING_KEY
-from sb3_vla.wrappers.adapters import ActionAdapterLike
 from sb3_vla.wrappers.engine import (
     BaseQueryEngine,
     as_dict_space,
@@ -79,11 +79,14 @@ class VLAObservationWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     :param instruction: a fixed language instruction for envs that give none in ``info["instruction"]``.
     :param base_kwargs: keyword arguments for building ``base`` from a spec string.
 
-    Example::
+    The arguments are the base side of :class:`~sb3_vla.wrappers.ResidualConfig`, which holds them as one object.
 
-        env = VLAObservationWrapper(gym.make("Pendulum-v1"), base="zero")
-        obs, info = env.reset(seed=0)
-        obs["vla_action"]  # array([0.], dtype=float32)
+    Example:
+
+    >>> env = VLAObservationWrapper(gym.make("Pendulum-v1"), base="zero")
+    >>> obs, info = env.reset(seed=0)
+    >>> sorted(obs), obs["vla_action"]
+    (['obs', 'vla_action'], array([0.], dtype=float32))
     """
 
     def __init__(
@@ -181,12 +184,16 @@ class VecVLAObservationWrapper(VecEnvWrapper):
     :param instruction: see :class:`VLAObservationWrapper`.
     :param base_kwargs: see :class:`VLAObservationWrapper`.
 
-    Example::
+    Example:
 
-        venv = make_vec_env("Pendulum-v1", n_envs=8)
-        venv = VecVLAObservationWrapper(venv, base="zero")
-        obs = venv.reset()
-        obs["vla_action"].shape  # (8, 1)
+    >>> from stable_baselines3.common.env_util import make_vec_env
+    >>> venv = VecVLAObservationWrapper(make_vec_env("Pendulum-v1", n_envs=8), base="zero")
+    >>> obs = venv.reset()
+    >>> obs["vla_action"].shape
+    (8, 1)
+    >>> _ = [venv.step(np.zeros((8, 1), dtype=np.float32)) for _ in range(3)]
+    >>> venv.engine.num_queries, venv.engine.num_rows_queried  # one forward pass per step for all 8 envs
+    (4, 32)
     """
 
     def __init__(

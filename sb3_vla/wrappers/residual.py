@@ -33,10 +33,11 @@ class ResidualScaleSchedule:
     :param end: scale after ``steps`` env steps.
     :param steps: length of the ramp, in env steps of this wrapper.
 
-    Example::
+    Example:
 
-        schedule = ResidualScaleSchedule(0.05, 0.3, 100_000)
-        schedule(50_000)  # 0.175
+    >>> schedule = ResidualScaleSchedule(0.05, 0.3, 100_000)
+    >>> float(schedule(50_000))
+    0.175
     """
 
     def __init__(self, start: float | Sequence[float], end: float | Sequence[float], steps: int) -> None:
@@ -248,6 +249,8 @@ class ResidualActionWrapper(_ExplorationMixin, gym.Wrapper, gym.utils.RecordCons
     :param residual_penalty: subtracted from every env step's reward, times the mean square of the executed
         residual (in ``[-1, 1]`` units): the critic then prefers the pure base unless a correction pays for itself.
         The Monitor below this wrapper, and evaluations, see the env's own reward.
+
+    The arguments are the residual side of :class:`~sb3_vla.wrappers.ResidualConfig`, which holds them as one object.
 
     Example:
 

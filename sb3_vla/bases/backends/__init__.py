@@ -23,10 +23,12 @@ parse as one, else strings); ``base_kwargs`` win over inline options.
   ``model_config`` (a dict), ``checkpoint``, ``obs_keys``, ``instruction_key``, ``state_dict_key``, ``strict``,
   ``chunk_size``, ``embedding_dim``, ``device``.
   e.g. ``module:my_pkg.nets.TinyVLA@/ckpt/tiny.pt?model_config={'hidden':64}``.
-- ``sb3:<model.zip>``: :class:`SB3PolicyBase`, a trained SB3 policy. For a residual policy add ``inner_base`` (a
-  spec) and ``residual_scale`` (+ ``absolute_dims``) as used in its training, e.g.
-  ``sb3:logs/stage1.zip?inner_base=scripted&residual_scale=0.2``. Options: ``vec_normalize``, ``algo``,
-  ``deterministic``, ``embedding``, ``device``, ``inner_base_kwargs``.
+- ``sb3:<model.zip>``: :class:`SB3PolicyBase`, a trained SB3 policy. A residual policy saved by
+  ``python -m sb3_vla.train`` replays on its own base: its inner base and residual settings are read from the run
+  folder's saved ``config.yml`` (plain YAML), e.g. ``sb3:logs/sac/GarmentFold-v0_1/GarmentFold-v0.zip``; options
+  given explicitly win (``inner_base`` a spec, ``residual_scale``, ``absolute_dims`` ..., ``inner_base=None`` for a
+  plain replay). Options: ``vec_normalize``, ``algo``, ``deterministic``, ``embedding``, ``device``,
+  ``inner_base_kwargs``.
 - ``ray:<inner spec>``: the inner base served to every env worker and wrapper by one Ray actor, on a GPU where the
   cluster has one, with dynamic batching (:mod:`sb3_vla.ray`; ``pip install -e ".[ray]"``). Options: ``max_batch``,
   ``max_wait_ms``, ``prefetch`` (request the next chunk that many steps early), ``name``, ``num_gpus``, ``num_cpus``,

@@ -13,7 +13,7 @@ from sb3_vla.bases.backends._common import call_with_options
 from sb3_vla.bases.base import BaseModel
 from sb3_vla.core.options import parse_query as parse_options
 
-__all__ = ["make_clip_base", "make_hf_base", "make_module_base", "make_sb3_base"]
+__all__ = ["make_clip_base", "make_hf_base", "make_module_base"]
 
 
 def _merge(inline: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -65,16 +65,3 @@ def make_module_base(arg: str, *, observation_space: Any, action_space: Any, **k
     from sb3_vla.bases.backends.module import ModuleBase
 
     return call_with_options(ModuleBase, f"module:{cls_path}", cls_path, **options)
-
-
-def make_sb3_base(arg: str, *, observation_space: Any, action_space: Any, **kwargs: Any) -> BaseModel:
-    path, opts = parse_options(arg)
-    if not path:
-        raise ValueError("base spec 'sb3:' needs a model zip: sb3:/path/to/model.zip")
-    options = _merge(opts, kwargs)
-    options.setdefault("observation_space", observation_space)
-    if action_space is not None:
-        options.setdefault("action_space", action_space)
-    from sb3_vla.bases.backends.sb3_policy import SB3PolicyBase
-
-    return call_with_options(SB3PolicyBase, f"sb3:{path}", path, **options)

@@ -1,10 +1,13 @@
 """``sb3:`` bases: a trained Stable-Baselines3 policy (a model ``.zip``) as the frozen base.
 
 A plain policy (trained on the env's own observations) gives its deterministic action. A *residual* policy
-(trained by sb3-vla on observations carrying ``vla_action`` / ``vla_embedding``) needs the base it was trained on:
-pass that as ``inner_base`` together with the residual settings used in training, and this base returns the
-composed action ``clip(inner + residual_scale * residual)``, so a new residual can be trained on top of it
-(residual on residual).
+(trained by sb3-vla on observations carrying ``vla_action`` / ``vla_embedding``) needs the base it was trained on
+and the residual settings of its training; this base then returns the composed action
+``clip(inner + residual_scale * residual)``, so a new residual can be trained on top of it (residual on residual).
+:class:`SB3PolicyBase` takes them as arguments (the inner base as an instance); the ``sb3:`` spec
+(:func:`make_sb3_base`) reads them from the run folder ``sb3_vla.train`` saved the model in
+(``<run>/<env>/config.yml``), so ``sb3:logs/sac/GarmentFold-v0_1/GarmentFold-v0.zip`` needs no options; options
+given in the spec (``?inner_base=scripted&residual_scale=0.2``) win over the saved ones.
 
 Loading runs no code from the files (see :mod:`sb3_vla.bases.backends.sb3_files`): the policy is rebuilt from plain
 data and its weights loaded with ``torch.load(weights_only=True)``; ``?trust_remote_code=True`` opts in to SB3's own
@@ -14,7 +17,8 @@ unpickling loader, for files you trust.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from sb3_vla.bases.backends._common import batch_size, existing_path, resolve_device
+from sb3_vla.bases.backends._common import batch_size, call_with_options, existing_path, resolve_device
 from sb3_vla.bases.backends.sb3_files import (
     OPT_IN,
     POLICY_KEYS,
@@ -34,9 +38,13 @@ from sb3_vla.bases.backends.sb3_files import (
     read_zip_policy_data,
     read_zip_policy_weights,
 )
+from sb3_vla.bases.backends.sb3_run import saved_replay_options
 from sb3_vla.bases.base import BaseModel, VLABatch
+from sb3_vla.bases.registry import make_base
+from sb3_vla.core.adapters import resolve_adapter
 from sb3_vla.core.algos import algorithm_class
 from sb3_vla.core.keys import ACTION_KEY, EMBEDDING_KEY, MAPPED_ACTION_KEY
+from sb3_vla.core.options import parse_query
 from sb3_vla.core.residual_map import ResidualMap, compose_mapped, resolve_residual_map
 from sb3_vla.core.residual_math import compose_action
 
@@ -149,14 +157,47 @@ def _match_image_layout(arr: np.ndarray, space: spaces.Space) -> np.ndarray:
     return arr
 
 
+def _final_scale(scale: Any, action_space: spaces.Box, override_dims: Sequence[int]) -> np.ndarray:
+    """The scale the residual was composed with at the end of training, per dim when some dims had full authority."""
+    if isinstance(scale, Mapping):  # a {start, end, steps} schedule: its final value
+        if "end" not in scale:
+            raise ValueError(f"residual_scale schedule {dict(scale)} has no 'end' (its final value replay uses)")
+        scale = scale["end"]
+    if callable(scale):
+        raise TypeError("a callable residual_scale cannot be replayed; pass the value it reached in training")
+    out = np.asarray(scale, dtype=np.float64)
+    if not np.all(np.isfinite(out)) or np.any(out <= 0):
+        raise ValueError(f"residual_scale must be > 0, got {scale}")
+    dims = np.asarray(list(override_dims), dtype=np.int64)
+    if dims.size:
+        n = int(action_space.shape[0])
+        if dims.min() < -n or dims.max() >= n:
+            raise ValueError(f"override_dims {dims.tolist()} out of range for {n} action dims")
+        out = np.broadcast_to(out, (n,)).copy()
+        out[dims] = (action_space.high - action_space.low)[dims]  # as the residual wrapper: full authority
+    return out
+
+
+def _model_path(path: str | Path) -> Path:
+    p = existing_path(path)
+    if p is None and not str(path).endswith(".zip"):
+        p = existing_path(f"{path}.zip")
+    if p is None or not p.is_file():
+        raise ValueError(f"sb3: model file {str(path)!r} does not exist")
+    return p
+
+
 class SB3PolicyBase(BaseModel):
     """A trained SB3 policy as a frozen base (deterministic actions by default).
 
     :param path: the model ``.zip``.
-    :param inner_base: for a residual policy: the base it was trained on (a :class:`BaseModel`, or a spec string
-        built with ``inner_base_kwargs``). Its action feeds ``vla_action`` and its embedding ``vla_embedding``.
-    :param residual_scale: the residual scale used in training (scalar or per dimension; a schedule's final value).
+    :param inner_base: for a residual policy: the :class:`BaseModel` it was trained on (build one from a spec with
+        :func:`~sb3_vla.bases.make_base`; a spec string here is deprecated). Its action feeds ``vla_action`` and its
+        embedding ``vla_embedding``.
+    :param residual_scale: the residual scale used in training (scalar or per dimension; of a schedule
+        ``{start, end, steps}`` the final value ``end``).
     :param absolute_dims: the dims the residual policy set directly in training.
+    :param override_dims: the dims it had full authority over in training (scale = the action range there).
     :param action_space: the env's action space: the bounds of the composed action in residual mode (the ``sb3:``
         factory passes the env's). Without an inner base, the policy's own action space is used.
     :param action_adapter: maps the inner base's action into the env's action space, as in training.
@@ -169,17 +210,19 @@ class SB3PolicyBase(BaseModel):
     :param embedding: ``"inner"`` (the inner base's embedding, default when there is one) or ``"none"``.
     :param observation_space: the env's observation space (checked against the policy's when given).
     :param device: ``"auto"``, ``"cpu"``, ``"cuda"`` ...
-    :param inner_base_kwargs: keyword arguments for building ``inner_base`` from a spec string.
+    :param inner_base_kwargs: keyword arguments for building ``inner_base`` from a spec string (deprecated).
     :param residual_map: the :class:`~sb3_vla.core.residual_map.ResidualMap` (or ``"package.module:Name"``) the
         residual policy was trained through, e.g. ``sb3_vla.envs.garment_fold:PinchResidualMap``.
     :param trust_remote_code: unpickle the zip's ``data`` and a ``vecnormalize.pkl`` as SB3 does, which runs code
         from the files: only for files you trust. By default nothing in the files is executed (see
         :func:`load_sb3_policy`).
+    :param instruction: the instruction the inner base gets when the env gives none (the training wrapper's
+        ``instruction``).
 
     Example::
 
-        stage1 = SB3PolicyBase("logs/sac_stage1.zip", inner_base="scripted", residual_scale=0.2,
-                               action_space=env.action_space)
+        stage1 = SB3PolicyBase("logs/sac_stage1.zip", inner_base=EnvScriptedBase(env.action_space),
+                               residual_scale=0.2, action_space=env.action_space)
         env = make_residual_vec_env("GarmentFold-v0", base=stage1, residual_scale=0.05)
     """
 
@@ -187,7 +230,7 @@ class SB3PolicyBase(BaseModel):
         self,
         path: str | Path,
         inner_base: BaseModel | str | None = None,
-        residual_scale: float | Sequence[float] | None = None,
+        residual_scale: float | Sequence[float] | Mapping[str, Any] | None = None,
         absolute_dims: Sequence[int] = (),
         action_space: spaces.Box | None = None,
         action_adapter: Callable[[np.ndarray], np.ndarray] | str | None = None,
@@ -200,12 +243,10 @@ class SB3PolicyBase(BaseModel):
         inner_base_kwargs: dict[str, Any] | None = None,
         residual_map: ResidualMap | str | None = None,
         trust_remote_code: bool = False,
+        override_dims: Sequence[int] = (),
+        instruction: str | None = None,
     ) -> None:
-        p = existing_path(path)
-        if p is None and not str(path).endswith(".zip"):
-            p = existing_path(f"{path}.zip")
-        if p is None or not p.is_file():
-            raise ValueError(f"sb3: model file {str(path)!r} does not exist")
+        p = _model_path(path)
         self.path = p
         self.device = resolve_device(device)
         self.policy = load_sb3_policy(p, self.device, algo, trust_remote_code=trust_remote_code)
@@ -225,17 +266,23 @@ class SB3PolicyBase(BaseModel):
             self.vec_normalize = load_vec_normalize(vn_path, trust_remote_code)
 
         if isinstance(inner_base, str):
-            from sb3_vla.bases.registry import make_base
-
+            warnings.warn(
+                "SB3PolicyBase(inner_base=<spec string>) is deprecated and removed in the next release: pass a "
+                "BaseModel (sb3_vla.bases.make_base(spec, ...)), or use the spec 'sb3:<zip>?inner_base=<spec>'",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             inner_base = make_base(
                 inner_base, observation_space=observation_space, action_space=action_space, **(inner_base_kwargs or {})
             )
         self.inner = inner_base
+        self.instruction = instruction
         self.adapter: Callable[[np.ndarray], np.ndarray] | None = None
         if residual_keys and self.inner is None:
             raise ValueError(
                 f"sb3:{p}: the policy was trained as a residual policy (observation keys {residual_keys}); pass "
-                "inner_base=<the base it was trained on> and residual_scale=<its residual scale> to replay it"
+                "inner_base=<the base it was trained on> and residual_scale=<its residual scale> to replay it, or "
+                "keep the zip in the run folder sb3_vla.train saved it in (its <env>/config.yml has them)"
             )
         if self.inner is not None:
             if not isinstance(self.inner, BaseModel):
@@ -248,7 +295,10 @@ class SB3PolicyBase(BaseModel):
                     "residual-on-residual replay supports single-step inner bases only"
                 )
             if residual_scale is None:
-                raise ValueError("residual replay needs residual_scale (the value used when training the policy)")
+                raise ValueError(
+                    "residual replay needs residual_scale (the value used when training the policy); the sb3: spec "
+                    "reads it from the run folder's <env>/config.yml when the zip lies in one"
+                )
             if action_space is None:
                 raise ValueError("residual replay needs the env's action_space (the bounds of the composed action)")
             residual_shape = action_space.shape if self.residual_map is None else (self.residual_map.dim,)
@@ -265,15 +315,10 @@ class SB3PolicyBase(BaseModel):
                 )
             if self.residual_map is not None:
                 self.residual_map.check(action_space)
-                if len(absolute_dims):
-                    raise ValueError("absolute_dims cannot be combined with a residual_map")
-            if action_adapter is not None:
-                from sb3_vla.wrappers.adapters import resolve_adapter
-
-                self.adapter = resolve_adapter(action_adapter)
-            self.residual_scale = np.asarray(residual_scale, dtype=np.float64)
-            if np.any(self.residual_scale <= 0):
-                raise ValueError(f"residual_scale must be > 0, got {residual_scale}")
+                if len(absolute_dims) or len(override_dims):
+                    raise ValueError("absolute_dims / override_dims cannot be combined with a residual_map")
+            self.adapter = resolve_adapter(action_adapter)
+            self.residual_scale = _final_scale(residual_scale, action_space, override_dims)
             self.absolute_dims = np.asarray(list(absolute_dims), dtype=np.int64)
             self.action_space = action_space
             self.stateless = self.inner.stateless
@@ -343,14 +388,15 @@ class SB3PolicyBase(BaseModel):
     def predict(self, batch: VLABatch) -> tuple[np.ndarray, np.ndarray | None]:
         inner_action = inner_emb = None
         if self.inner is not None:
-            inner_batch = batch
-            if self.inner.obs_keys:
-                inner_batch = VLABatch(
-                    obs={k: batch.obs[k] for k in self.inner.obs_keys},
-                    instructions=batch.instructions,
-                    env_ids=batch.env_ids,
-                    env_outputs=batch.env_outputs,
-                )
+            keys, instructions = self.inner.obs_keys, batch.instructions
+            if self.instruction is not None:  # the training wrapper's default, for envs that give none
+                instructions = [s or self.instruction for s in (instructions or [""] * batch_size(batch))]
+            inner_batch = VLABatch(
+                obs={k: batch.obs[k] for k in keys} if keys else batch.obs,
+                instructions=instructions,
+                env_ids=batch.env_ids,
+                env_outputs=batch.env_outputs,
+            )
             a, inner_emb = self.inner.predict(inner_batch)
             a = np.asarray(a, dtype=np.float32).reshape(batch_size(batch), *self.inner.action_space.shape)
             inner_action = np.asarray(self.adapter(a) if self.adapter is not None else a, dtype=np.float32)
@@ -365,21 +411,49 @@ class SB3PolicyBase(BaseModel):
         if self.inner is None:
             return action, None
         assert inner_action is not None
+        low, high = self.action_space.low, self.action_space.high
         if self.residual_map is not None:
-            composed = compose_mapped(
-                self.residual_map,
-                inner_action,
-                action,
-                self.residual_scale,
-                self.action_space.low,
-                self.action_space.high,
-            )
-            return composed, (np.asarray(inner_emb, dtype=np.float32) if self.use_inner_embedding else None)
-        composed = compose_action(
-            inner_action, action, self.residual_scale, self.action_space.low, self.action_space.high, self.absolute_dims
-        )
+            composed = compose_mapped(self.residual_map, inner_action, action, self.residual_scale, low, high)
+        else:
+            composed = compose_action(inner_action, action, self.residual_scale, low, high, self.absolute_dims)
         return composed, (np.asarray(inner_emb, dtype=np.float32) if self.use_inner_embedding else None)
 
     def close(self) -> None:
         if self.inner is not None:
             self.inner.close()
+
+
+# ---------------------------------------------------------------------------------------------- the sb3: spec
+def make_sb3_base(
+    arg: str, *, observation_space: spaces.Space | None, action_space: spaces.Box | None, **kwargs: Any
+) -> SB3PolicyBase:
+    """The ``sb3:`` spec factory: ``sb3:<model.zip>[?option=value&...]`` -> :class:`SB3PolicyBase`.
+
+    Options (inline after ``?``, overridden by ``base_kwargs``) are :class:`SB3PolicyBase`'s arguments;
+    ``inner_base`` may be a spec, built with :func:`~sb3_vla.bases.make_base` and ``inner_base_kwargs``. For a model
+    in a run folder of ``sb3_vla.train``, the residual settings it was trained with (inner base, residual scale,
+    map, absolute / override dims, action adapter, instruction) come from the run's saved config for every option
+    not given (:func:`saved_replay_options`); without either, a residual policy raises a ``ValueError`` asking
+    for them.
+
+    :param arg: the spec after ``sb3:``.
+    :param observation_space: the env's observation space (checked against the policy's).
+    :param action_space: the env's action space (the bounds of the composed action).
+    :param kwargs: more options (``base_kwargs``).
+    """
+    path, opts = parse_query(arg)
+    if not path:
+        raise ValueError("base spec 'sb3:' needs a model zip: sb3:/path/to/model.zip")
+    options = {**opts, **kwargs}
+    model = _model_path(path)
+    options = {**saved_replay_options(model, options), **options}
+    inner = options.pop("inner_base", None)
+    inner_kwargs = options.pop("inner_base_kwargs", None) or {}
+    if isinstance(inner, str):
+        inner = make_base(inner, observation_space=observation_space, action_space=action_space, **inner_kwargs)
+    elif inner_kwargs:
+        raise ValueError(f"sb3:{path}: inner_base_kwargs are given but inner_base is no spec string ({inner!r})")
+    options.setdefault("observation_space", observation_space)
+    if action_space is not None:
+        options.setdefault("action_space", action_space)
+    return call_with_options(SB3PolicyBase, f"sb3:{path}", model, inner_base=inner, **options)
