@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch as th
 from sb3_contrib.tqc.policies import TQCPolicy
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy, MultiInputActorCriticPolicy
@@ -82,22 +83,55 @@ def layer_norm_critic(critic: nn.Module) -> nn.Module:
     return critic
 
 
+def _q_value(out: Any) -> th.Tensor:
+    """One pessimistic value per row: the min over SAC/TD3 critics, or over TQC critics of their mean quantile."""
+    if isinstance(out, (tuple, list)):
+        return th.cat(out, dim=1).min(dim=1).values
+    return out.mean(dim=-1).min(dim=1).values  # TQC: (B, n_critics, n_quantiles)
+
+
+def gate_residual(critic: nn.Module, observation: Any, actions: th.Tensor) -> th.Tensor:
+    """Keep each row's residual only where the critic values it above the base alone: ``Q(s, a) > Q(s, 0)``.
+
+    The residual wrappers execute the base's own action for a zero residual, and progressive exploration fills
+    the replay buffer with such steps, so ``Q(s, 0)`` is the critic's best-trained value. Rows it does not prefer
+    are set to zero (the base's action).
+
+    :param critic: the policy's critic, ``critic(obs, actions)`` -> per-critic values (SAC/TD3) or quantiles (TQC).
+    :param observation: the preprocessed observation batch the actor saw.
+    :param actions: the actor's actions in [-1, 1], ``(B, R)``.
+    :return: the gated actions.
+    """
+    zeros = th.zeros_like(actions)
+    with th.no_grad():
+        keep = _q_value(critic(observation, actions)) > _q_value(critic(observation, zeros))
+    return th.where(keep.unsqueeze(-1), actions, zeros)
+
+
 class _ResidualOffPolicyMixin:
-    """Shared by the SAC, TQC and TD3 residual policies: default extractor, zeroed mean head, initial log-std,
-    optional layer-normed critic."""
+    """Shared by the SAC and TQC residual policies: default extractor, zeroed mean head, initial log-std,
+    optional layer-normed critic, optional critic-gated deterministic actions."""
 
     def __init__(
         self,
         *args: Any,
         residual_log_std_init: float | None = -1.0,
         critic_layer_norm: bool = False,
+        residual_gate: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("features_extractor_class", VLAFeaturesExtractor)
         self.residual_log_std_init = residual_log_std_init
         self.critic_layer_norm = bool(critic_layer_norm)
+        self.residual_gate = bool(residual_gate)
         super().__init__(*args, **kwargs)
         zero_residual_head(self, residual_log_std_init)  # type: ignore[arg-type]
+
+    def _predict(self, observation: Any, deterministic: bool = False) -> th.Tensor:
+        actions = super()._predict(observation, deterministic)  # type: ignore[misc]
+        if self.residual_gate and deterministic:
+            return gate_residual(self.critic, observation, actions)  # type: ignore[attr-defined]
+        return actions
 
     def make_critic(self, features_extractor: Any = None) -> Any:
         critic = super().make_critic(features_extractor)  # type: ignore[misc]
@@ -107,6 +141,7 @@ class _ResidualOffPolicyMixin:
         data = super()._get_constructor_parameters()  # type: ignore[misc]
         data["residual_log_std_init"] = self.residual_log_std_init
         data["critic_layer_norm"] = self.critic_layer_norm
+        data["residual_gate"] = self.residual_gate
         return data
 
 
@@ -115,6 +150,8 @@ class ResidualSACPolicy(_ResidualOffPolicyMixin, SACPolicy):
 
     :param residual_log_std_init: initial log-std of the residual's exploration noise (``None``: SB3 default).
     :param critic_layer_norm: LayerNorm after each hidden layer of the Q-networks (see :func:`layer_norm_critic`).
+    :param residual_gate: deterministic actions (evaluation, deployment) keep the residual only where the critic
+        values it above the base alone (:func:`gate_residual`); exploration while training is unchanged.
         The other parameters are :class:`stable_baselines3.sac.policies.SACPolicy`'s.
 
     Example::
@@ -133,6 +170,7 @@ class ResidualTD3Policy(TD3Policy):
     """TD3 policy with :class:`VLAFeaturesExtractor` by default and a zero-initialised residual head.
 
     :param critic_layer_norm: see :class:`ResidualSACPolicy`.
+    :param residual_gate: see :class:`ResidualSACPolicy`.
 
     Example::
 
@@ -145,11 +183,18 @@ class ResidualTD3Policy(TD3Policy):
         array([0.], dtype=float32)
     """
 
-    def __init__(self, *args: Any, critic_layer_norm: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, critic_layer_norm: bool = False, residual_gate: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("features_extractor_class", VLAFeaturesExtractor)
         self.critic_layer_norm = bool(critic_layer_norm)
+        self.residual_gate = bool(residual_gate)
         super().__init__(*args, **kwargs)
         zero_residual_head(self)
+
+    def _predict(self, observation: Any, deterministic: bool = False) -> th.Tensor:
+        actions = super()._predict(observation, deterministic)
+        if self.residual_gate and deterministic:
+            return gate_residual(self.critic, observation, actions)
+        return actions
 
     def make_critic(self, features_extractor: Any = None) -> Any:
         critic = super().make_critic(features_extractor)
@@ -158,6 +203,7 @@ class ResidualTD3Policy(TD3Policy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data["critic_layer_norm"] = self.critic_layer_norm
+        data["residual_gate"] = self.residual_gate
         return data
 
 
@@ -191,6 +237,7 @@ class ResidualTQCPolicy(_ResidualOffPolicyMixin, TQCPolicy):
 
     :param residual_log_std_init: see :class:`ResidualSACPolicy`.
     :param critic_layer_norm: see :class:`ResidualSACPolicy`.
+    :param residual_gate: see :class:`ResidualSACPolicy`.
 
     Example::
 

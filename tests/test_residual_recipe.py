@@ -360,3 +360,35 @@ def test_residual_penalty_costs_reward_per_env_step_and_leaves_the_monitor_alone
     assert single.step(np.array([-1.0], np.float32))[1] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="residual_penalty"):
         ResidualActionWrapper(VLAObservationWrapper(CountingEnv(), base=_half_base()), residual_penalty=-1.0)
+
+
+def _prefer(sign: float, quantiles: bool) -> Any:
+    """A critic's forward for tests: Q(s, a) = sign * a[0] for two critics (TQC: as 5 equal quantiles each)."""
+
+    def forward(obs: Any, actions: th.Tensor) -> Any:
+        q = sign * actions[:, :1]
+        return q.unsqueeze(-1).expand(-1, 2, 5) if quantiles else (q, q + 1.0)
+
+    return forward
+
+
+@pytest.mark.parametrize(
+    ("algo", "policy"), [(SAC, ResidualSACPolicy), (TQC, ResidualTQCPolicy), (TD3, ResidualTD3Policy)]
+)
+def test_residual_gate_keeps_the_residual_only_where_the_critic_prefers_it(algo: Any, policy: Any, tmp_path) -> None:
+    env = _pendulum_env(n_envs=4)
+    model = algo(policy, env, buffer_size=100, seed=0, policy_kwargs=dict(net_arch=[8], residual_gate=True))
+    actor = model.policy.actor
+    with th.no_grad():  # a residual of +0.5 in every state
+        head = [m for m in actor.mu.modules() if isinstance(m, nn.Linear)][-1]
+        head.bias.fill_(float(np.arctanh(0.5)))  # the actor squashes its mean with tanh
+    obs = env.reset()
+    model.policy.critic.forward = _prefer(1.0, quantiles=algo is TQC)
+    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], 0.5, atol=1e-5)  # Q(s, r) > Q(s, 0): kept
+    model.policy.critic.forward = _prefer(-1.0, quantiles=algo is TQC)
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], 0.0)  # the base alone is preferred
+    if algo is not TD3:  # exploration while training is not gated
+        assert np.abs(model.predict(obs, deterministic=False)[0]).max() > 0
+    model.policy.residual_gate = False
+    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], 0.5, atol=1e-5)
+    assert policy(**model.policy._get_constructor_parameters()).residual_gate is False
