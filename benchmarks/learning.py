@@ -138,6 +138,7 @@ class EnvSetup:
     query_interval: int = 1  # base queries every this many env steps (chunk re-use)
     residual_penalty: float = 0.0  # reward cost per env step of a full-scale residual (mean square)
     critic_layer_norm: bool = False  # LayerNorm in the residual policy's Q-networks
+    residual_gate: bool = False  # deterministic actions keep the residual only where Q(s, a) > Q(s, 0)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     emb_env_kwargs: dict[str, Any] = field(default_factory=dict)
     ignore_keys: tuple[str, ...] = ()  # raw keys no arm's policy reads (e.g. the VLA's camera image)
@@ -331,6 +332,8 @@ def _make_model(setup: EnvSetup, arm: str, algo: str, env: Any, seed: int) -> An
         kwargs = dict(setup.sac_kwargs)
         if arm != "scratch":
             policy_kwargs["critic_layer_norm"] = setup.critic_layer_norm
+            if setup.residual_gate:
+                policy_kwargs["residual_gate"] = True
             if setup.extractor_kwargs.get("mlp_net_arch") == []:
                 policy_kwargs["share_features_extractor"] = True
             kwargs["replay_buffer_class"] = ResidualReplayBuffer
@@ -876,6 +879,8 @@ def _recipe_note(setup: EnvSetup) -> str:
     parts.append("layer-normed critic" if setup.critic_layer_norm else "plain critic")
     if setup.query_interval > 1:
         parts.append(f"base queried every {setup.query_interval} env steps")
+    if setup.residual_gate:
+        parts.append("critic-gated residual at evaluation (kept only where Q(s, residual) > Q(s, 0))")
     if setup.residual_penalty > 0:
         parts.append(f"residual penalty {setup.residual_penalty:g} x mean(residual^2) per env step")
     return ", ".join(parts)
@@ -1056,6 +1061,7 @@ RECIPE_KEYS = (
     "actor_warmup",
     "query_interval",
     "residual_penalty",
+    "residual_gate",
 )
 
 

@@ -124,14 +124,14 @@ def _instrument(model: Any, timers: Timers) -> None:
 def _build(argv: list[str], vec_env: str) -> tuple[Any, Any, str]:
     import torch as th
 
-    from sb3_vla.train import (
+    from sb3_vla.experiment import (
         build_model,
-        build_parser,
         build_vec_env,
         choose_vec_env,
         resolve_env_alias,
         resolve_from_args,
     )
+    from sb3_vla.train import build_parser
 
     th.set_num_threads(1)
     args = build_parser().parse_args([*argv, "--verbose", "0", "--vec-env", vec_env])

@@ -64,7 +64,8 @@ def biased_pendulum_base(*, observation_space: Any = None, action_space: Any = N
 
 def train_and_evaluate(conf_file: str | None, overrides: list[str], steps: int, seed: int) -> list[float]:
     """Train with ``sb3_vla.train``'s config path and return the returns on ``EVAL_SEEDS`` (deterministic)."""
-    from sb3_vla.train import build_model, build_parser, build_vec_env, resolve_from_args
+    from sb3_vla.experiment import build_model, build_vec_env, resolve_from_args
+    from sb3_vla.train import build_parser
 
     argv = ["--algo", "sac", "--env", "Pendulum-v1", "-n", str(steps), "--seed", str(seed), "--verbose", "0"]
     if conf_file:
@@ -159,7 +160,7 @@ def main() -> None:
 
     import optuna
 
-    from sb3_vla.tune import default_storage
+    from sb3_vla.tuning import default_storage
 
     study = optuna.load_study(
         study_name="sac-Pendulum-v1", storage=default_storage(args.log_folder, "sac", "Pendulum-v1")

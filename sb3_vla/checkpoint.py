@@ -41,6 +41,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecNormalize
 
+from sb3_vla.deprecation import warn_moved
 from sb3_vla.sb3_adapter import counters, save_params, set_counters
 
 _BUFFER_FIELDS = ("actions", "rewards", "dones", "timeouts")
@@ -410,8 +411,10 @@ def _tuple_state(state: Any) -> Any:
     return tuple(_tuple_state(s) for s in state) if isinstance(state, list) else state
 
 
-class CheckpointCallback(BaseCallback):
-    """Save a checkpoint every ``save_freq`` env steps, and when asked to stop (SIGINT/SIGTERM).
+class ResumableCheckpointCallback(BaseCallback):
+    """Save a checkpoint every ``save_freq`` env steps, and when asked to stop (SIGINT/SIGTERM): the whole
+    training state (:func:`save_checkpoint`), which ``--resume`` continues from; SB3's own
+    :class:`~stable_baselines3.common.callbacks.CheckpointCallback` saves model zips only.
 
     :param root: the run's ``checkpoints/`` folder.
     :param save_freq: env steps between checkpoints (counted over all envs); <= 0 disables periodic saves.
@@ -447,3 +450,10 @@ class CheckpointCallback(BaseCallback):
         if self.save_freq > 0 and self.model.num_timesteps - self._last_save >= self.save_freq:
             self.save()
         return True
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CheckpointCallback":  # renamed: it shadowed SB3's CheckpointCallback
+        warn_moved("sb3_vla.checkpoint.CheckpointCallback", "sb3_vla.checkpoint.ResumableCheckpointCallback")
+        return ResumableCheckpointCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

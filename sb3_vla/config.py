@@ -1,9 +1,18 @@
 """rl-zoo-format hyperparameters: load a YAML keyed by env id, apply overrides, validate, and split them into the
 parts that build the env stack, the model and the callbacks.
 
-The same YAML works unchanged with ``python -m rl_zoo3.train`` (which applies the listed ``env_wrapper`` classes
-per env) and with ``python -m sb3_vla.train`` (which turns :class:`~sb3_vla.wrappers.VLAObservationWrapper` /
-:class:`~sb3_vla.wrappers.ResidualActionWrapper` entries into their batched VecEnv versions with one shared base).
+Our batched wrappers go under rl-zoo's own ``vec_env_wrapper`` key (:class:`~sb3_vla.wrappers.VecVLAObservationWrapper`
+then :class:`~sb3_vla.wrappers.VecResidualActionWrapper`, one base forward pass for all envs), other per-env wrappers
+under ``env_wrapper``; so ``python -m rl_zoo3.train`` and ``python -m sb3_vla.train`` build the same stack from the
+same YAML. The per-env names of our wrappers under ``env_wrapper`` (the older form) are read as the batched ones,
+with a ``DeprecationWarning``.
+
+>>> stack = wrapper_stack("Pendulum-v1", None, [{VEC_OBS_WRAPPER: {"base": "zero"}}])
+>>> stack.obs, stack.residual
+({'base': 'zero'}, None)
+>>> stack.route({"residual_scale": 0.5, "gamma": 0.9})
+>>> stack.entry()["vec_env_wrapper"][1]
+{'sb3_vla.wrappers.VecResidualActionWrapper': {'residual_scale': 0.5}}
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +31,18 @@ from sb3_vla.core.algos import algorithms, residual_policies
 from sb3_vla.core.imports import import_object
 from sb3_vla.literal import parse_config_string
 
+# our batched wrappers, under rl-zoo's vec_env_wrapper key
+VEC_OBS_WRAPPER_NAMES = (
+    "sb3_vla.wrappers.VecVLAObservationWrapper",
+    "sb3_vla.wrappers.observation.VecVLAObservationWrapper",
+)
+VEC_RESIDUAL_WRAPPER_NAMES = (
+    "sb3_vla.wrappers.VecResidualActionWrapper",
+    "sb3_vla.wrappers.residual.VecResidualActionWrapper",
+)
+VEC_OBS_WRAPPER = VEC_OBS_WRAPPER_NAMES[0]
+VEC_RESIDUAL_WRAPPER = VEC_RESIDUAL_WRAPPER_NAMES[0]
+# their per-env versions under env_wrapper: the older YAML form, read as the batched ones (DeprecationWarning)
 OBS_WRAPPER_NAMES = ("sb3_vla.wrappers.VLAObservationWrapper", "sb3_vla.wrappers.observation.VLAObservationWrapper")
 RESIDUAL_WRAPPER_NAMES = ("sb3_vla.wrappers.ResidualActionWrapper", "sb3_vla.wrappers.residual.ResidualActionWrapper")
 OBS_WRAPPER = OBS_WRAPPER_NAMES[0]
@@ -28,35 +50,16 @@ RESIDUAL_WRAPPER = RESIDUAL_WRAPPER_NAMES[0]
 
 # Keys rl-zoo consumes itself (not passed to the algorithm constructor).
 ZOO_KEYS = {
-    "n_timesteps",
-    "n_envs",
-    "policy",
-    "policy_kwargs",
-    "normalize",
-    "normalize_kwargs",
-    "env_wrapper",
-    "vec_env_wrapper",
-    "callback",
-    "frame_stack",
-    "env_kwargs",
-    "monitor_kwargs",
-    "noise_type",
-    "noise_std",
-    "replay_buffer_class",
-    "replay_buffer_kwargs",
+    *("n_timesteps", "n_envs", "policy", "policy_kwargs", "normalize", "normalize_kwargs", "env_wrapper"),
+    *("vec_env_wrapper", "callback", "frame_stack", "env_kwargs", "monitor_kwargs", "noise_type", "noise_std"),
+    *("replay_buffer_class", "replay_buffer_kwargs"),
 }
 # Residual knobs accepted from the CLI (-params) and routed into the wrappers' kwargs.
 OBS_WRAPPER_KEYS = ("base", "query_interval", "action_adapter", "drop_keys", "add_action", "nonfinite", "instruction")
-RESIDUAL_KEYS = (
-    "residual_scale",
-    "absolute_dims",
-    "override_dims",
-    "keep_base_in_obs",
-    "residual_map",
-    "decision_interval",
-    "residual_penalty",
-)
+RESIDUAL_KEYS: tuple[str, ...] = ("residual_scale", "absolute_dims", "override_dims", "keep_base_in_obs")
+RESIDUAL_KEYS += ("residual_map", "decision_interval", "residual_penalty")
 OBS_EXTRA_KEYS = ("base_kwargs",)
+KNOB_KEYS = (*OBS_WRAPPER_KEYS, *OBS_EXTRA_KEYS, *RESIDUAL_KEYS)
 
 
 def default_conf_dir() -> Path:
@@ -100,7 +103,7 @@ def load_hyperparams(
     return copy.deepcopy(entry), f"{path}:{env_id}"
 
 
-def _wrapper_list(value: Any) -> list[tuple[str, dict[str, Any]]]:
+def _wrapper_list(value: Any, key: str = "env_wrapper") -> list[tuple[str, dict[str, Any]]]:
     if value is None:
         return []
     items = value if isinstance(value, list) else [value]
@@ -111,10 +114,106 @@ def _wrapper_list(value: Any) -> list[tuple[str, dict[str, Any]]]:
         elif isinstance(item, dict) and len(item) == 1:
             name, kwargs = next(iter(item.items()))
             if kwargs is not None and not isinstance(kwargs, dict):
-                raise ValueError(f"env_wrapper {name!r}: kwargs must be a mapping, got {kwargs!r}")
+                raise ValueError(f"{key} {name!r}: kwargs must be a mapping, got {kwargs!r}")
             out.append((str(name), dict(kwargs or {})))
         else:
-            raise ValueError(f"env_wrapper entries must be 'dotted.Name' or {{dotted.Name: {{kwargs}}}}, got {item!r}")
+            raise ValueError(f"{key} entries must be 'dotted.Name' or {{dotted.Name: {{kwargs}}}}, got {item!r}")
+    return out
+
+
+def _as_items(wrappers: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+    return [{name: dict(kwargs)} if kwargs else name for name, kwargs in wrappers]
+
+
+@dataclass
+class WrapperStack:
+    """The wrappers of a zoo entry: per-env ``env_wrapper`` classes (not ours), the kwargs of our two batched
+    wrappers (``None``: not in the stack), then the other ``vec_env_wrapper`` classes."""
+
+    per_env: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    obs: dict[str, Any] | None = None
+    residual: dict[str, Any] | None = None
+    vec: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def route(self, overrides: dict[str, Any], base: str | None = None) -> None:
+        """Move the residual knobs of ``overrides`` (``-params``: ``residual_scale``, ``query_interval`` ...) into
+        the wrappers' kwargs (they are popped from ``overrides``); ``base`` (``--base``) adds the wrappers."""
+        for key in list(overrides):
+            if key in OBS_WRAPPER_KEYS or key in OBS_EXTRA_KEYS:
+                self.obs = {**(self.obs or {}), key: overrides.pop(key)}
+            elif key in RESIDUAL_KEYS:
+                self.residual = {**(self.residual or {}), key: overrides.pop(key)}
+        if base is not None:
+            self.obs = {**(self.obs or {}), "base": base}
+
+    def entry(self) -> dict[str, Any]:
+        """The ``env_wrapper`` / ``vec_env_wrapper`` lists of the zoo entry (keys left out when empty)."""
+        out: dict[str, Any] = {}
+        if self.per_env:
+            out["env_wrapper"] = _as_items(self.per_env)
+        ours = [(VEC_OBS_WRAPPER, self.obs)] if self.obs is not None else []
+        if self.residual is not None or self.obs is not None:
+            ours.append((VEC_RESIDUAL_WRAPPER, self.residual or {}))
+        vec = [{name: dict(kwargs or {})} for name, kwargs in ours] + _as_items(self.vec)
+        if vec:
+            out["vec_env_wrapper"] = vec
+        return out
+
+
+def _warn_legacy(env_id: str, name: str) -> None:
+    new = VEC_OBS_WRAPPER if name in OBS_WRAPPER_NAMES else VEC_RESIDUAL_WRAPPER
+    warnings.warn(
+        f"{env_id}: env_wrapper {name} is read as vec_env_wrapper {new} (same kwargs: one batched base for all "
+        "envs); list it under vec_env_wrapper, where rl-zoo applies it too. The env_wrapper form of our wrappers is "
+        "removed in the next release",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+
+
+def wrapper_stack(env_id: str, env_wrapper: Any, vec_env_wrapper: Any) -> WrapperStack:
+    """Read a zoo entry's ``env_wrapper`` and ``vec_env_wrapper`` values into a :class:`WrapperStack`.
+
+    :raises ValueError: for a malformed list, a wrapper given twice, or one of ours after other wrappers of its kind
+        (per-env wrappers run below the batched ones, which come first among the VecEnv wrappers).
+    """
+    stack = WrapperStack()
+    for name, kwargs in _wrapper_list(env_wrapper):
+        if name in OBS_WRAPPER_NAMES or name in RESIDUAL_WRAPPER_NAMES:
+            _warn_legacy(env_id, name)
+            if name in OBS_WRAPPER_NAMES:
+                stack.obs = kwargs
+            else:
+                stack.residual = kwargs
+        elif stack.obs is not None:
+            raise ValueError(
+                f"env_wrapper {name!r} comes after VLAObservationWrapper; per-env wrappers must come before the "
+                "VLA wrappers (sb3_vla.train batches those over all envs)"
+            )
+        else:
+            stack.per_env.append((name, kwargs))
+    for name, kwargs in _wrapper_list(vec_env_wrapper, "vec_env_wrapper"):
+        ours = "obs" if name in VEC_OBS_WRAPPER_NAMES else "residual" if name in VEC_RESIDUAL_WRAPPER_NAMES else None
+        if ours is None:
+            stack.vec.append((name, kwargs))
+            continue
+        if getattr(stack, ours) is not None:
+            raise ValueError(f"{env_id}: {name} is given twice (in env_wrapper and vec_env_wrapper); keep one")
+        if stack.vec:
+            raise ValueError(
+                f"{env_id}: vec_env_wrapper {stack.vec[0][0]!r} comes before {name}; list our two wrappers first "
+                "(VecVLAObservationWrapper, VecResidualActionWrapper), other VecEnv wrappers after them"
+            )
+        setattr(stack, ours, kwargs)
+    return stack
+
+
+def canonical_entry(entry: dict[str, Any], env_id: str) -> dict[str, Any]:
+    """A copy of a zoo entry with our wrappers under ``vec_env_wrapper`` (the older ``env_wrapper`` form
+    translated, with a ``DeprecationWarning``)."""
+    out = copy.deepcopy(entry)
+    stack = wrapper_stack(env_id, out.pop("env_wrapper", None), out.pop("vec_env_wrapper", None))
+    out.update(stack.entry())
     return out
 
 
@@ -181,39 +280,18 @@ def resolve(
         raise ValueError(f"unknown algorithm {algo!r}; choose one of {sorted(algos)}")
     hp = copy.deepcopy(hyperparams)
     overrides = dict(overrides or {})
-    wrappers = _wrapper_list(hp.pop("env_wrapper", None))
-    obs_kwargs: dict[str, Any] | None = None
-    res_kwargs: dict[str, Any] | None = None
-    others: list[tuple[str, dict[str, Any]]] = []
-    for name, kwargs in wrappers:
-        if name in OBS_WRAPPER_NAMES:
-            obs_kwargs = kwargs
-        elif name in RESIDUAL_WRAPPER_NAMES:
-            res_kwargs = kwargs
-        else:
-            if obs_kwargs is not None:
-                raise ValueError(
-                    f"env_wrapper {name!r} comes after VLAObservationWrapper; per-env wrappers must come before the "
-                    "VLA wrappers (sb3_vla.train batches those over all envs)"
-                )
-            others.append((name, kwargs))
-    for key in list(overrides):
-        if key in OBS_WRAPPER_KEYS or key in OBS_EXTRA_KEYS:
-            obs_kwargs = {} if obs_kwargs is None else obs_kwargs
-            obs_kwargs[key] = overrides.pop(key)
-        elif key in RESIDUAL_KEYS:
-            res_kwargs = {} if res_kwargs is None else res_kwargs
-            res_kwargs[key] = overrides.pop(key)
-    if base is not None:
-        obs_kwargs = {} if obs_kwargs is None else obs_kwargs
-        obs_kwargs["base"] = base
-    _check_wrappers(env_id, others, obs_kwargs, res_kwargs)
-    if obs_kwargs is not None and "base" not in obs_kwargs:
+    for key in ("env_wrapper", "vec_env_wrapper"):  # -params may replace a wrapper list
+        if key in overrides:
+            hp[key] = overrides.pop(key)
+    stack = wrapper_stack(env_id, hp.pop("env_wrapper", None), hp.pop("vec_env_wrapper", None))
+    stack.route(overrides, base)
+    _check_wrappers(env_id, stack)
+    if stack.obs is not None and "base" not in stack.obs:
         raise ValueError(f"{env_id}: VLAObservationWrapper needs a base (give --base SPEC or base: in the YAML)")
-    if res_kwargs is not None and obs_kwargs is None:
+    if stack.residual is not None and stack.obs is None:
         raise ValueError(f"{env_id}: ResidualActionWrapper needs a base (give --base SPEC or a VLAObservationWrapper)")
-    if obs_kwargs is not None and res_kwargs is None:
-        res_kwargs = {}
+    if stack.obs is not None and stack.residual is None:
+        stack.residual = {}
     hp.update(overrides)
 
     algo_cls = algos[algo]
@@ -229,12 +307,7 @@ def resolve(
     _check_types(hp, algo_cls, env_id)
 
     saved = copy.deepcopy(hp)
-    saved_wrappers: list[Any] = [{n: k} if k else n for n, k in others]
-    if obs_kwargs is not None:
-        saved_wrappers.append({OBS_WRAPPER: dict(obs_kwargs)})
-        saved_wrappers.append({RESIDUAL_WRAPPER: dict(res_kwargs or {})})
-    if saved_wrappers:
-        saved["env_wrapper"] = saved_wrappers
+    saved.update(copy.deepcopy(stack.entry()))
 
     if n_timesteps is not None and n_timesteps <= 0:
         raise ValueError(f"-n {n_timesteps}: the training budget must be a positive number of env steps (-n 10000)")
@@ -251,13 +324,12 @@ def resolve(
 
     policy = hp.pop("policy", None)
     if policy is None:
-        policy = residual_policies().get(algo, "MultiInputPolicy") if obs_kwargs is not None else None
+        policy = residual_policies().get(algo, "MultiInputPolicy") if stack.obs is not None else None
     if isinstance(policy, str) and "." in policy:
         policy = import_object(policy)
 
     normalize = _normalize(hp.pop("normalize", False), hp.pop("normalize_kwargs", None), hp.get("gamma"))
     callbacks = _wrapper_list(hp.pop("callback", None))
-    vec_wrappers = _wrapper_list(hp.pop("vec_env_wrapper", None))
     env_kwargs = hp.pop("env_kwargs", None) or {}
     env_kwargs = parse_config_string(env_kwargs, "env_kwargs")
     if not isinstance(env_kwargs, dict):
@@ -289,17 +361,17 @@ def resolve(
         policy=policy,
         model_kwargs=hp,
         env_kwargs=dict(env_kwargs),
-        obs_wrapper_kwargs=obs_kwargs,
-        residual_kwargs=res_kwargs,
-        other_wrappers=others,
-        vec_env_wrappers=vec_wrappers,
+        obs_wrapper_kwargs=stack.obs,
+        residual_kwargs=stack.residual,
+        other_wrappers=stack.per_env,
+        vec_env_wrappers=stack.vec,
         normalize=normalize,
         callbacks=callbacks,
         saved=saved,
     )
 
 
-def _check_kwargs(env_id: str, name: str, cls: Any, kwargs: dict[str, Any], skip: tuple[str, ...]) -> None:
+def _check_kwargs(env_id: str, key: str, name: str, cls: Any, kwargs: dict[str, Any], skip: tuple[str, ...]) -> None:
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):
@@ -311,31 +383,33 @@ def _check_kwargs(env_id: str, name: str, cls: Any, kwargs: dict[str, Any], skip
     if unknown:
         hints = {k: difflib.get_close_matches(k, valid, n=1) for k in unknown}
         hint = ", ".join(f"{k!r}" + (f" (did you mean {v[0]!r}?)" if v else "") for k, v in hints.items())
-        raise ValueError(f"{env_id}: env_wrapper {name}: unknown kwarg(s) {hint}; it takes {valid}")
+        raise ValueError(f"{env_id}: {key} {name}: unknown kwarg(s) {hint}; it takes {valid}")
 
 
-def _check_wrappers(
-    env_id: str,
-    others: list[tuple[str, dict[str, Any]]],
-    obs_kwargs: dict[str, Any] | None,
-    res_kwargs: dict[str, Any] | None,
-) -> None:
+def _check_wrappers(env_id: str, stack: WrapperStack) -> None:
     """Name a misspelt wrapper class (did you mean one of ours?) and misspelt wrapper kwargs, before any env."""
     from sb3_vla.wrappers import VecResidualActionWrapper, VecVLAObservationWrapper
 
-    ours = [*OBS_WRAPPER_NAMES, *RESIDUAL_WRAPPER_NAMES]
-    for name, kwargs in others:
-        try:
-            cls = import_object(name)
-        except ValueError as e:
-            close = difflib.get_close_matches(name, ours, n=1, cutoff=0.8)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"{env_id}: env_wrapper {name!r} cannot be imported ({e}){hint}") from e
-        _check_kwargs(env_id, name, cls, kwargs, ("self", "env"))
-    if obs_kwargs is not None:
-        _check_kwargs(env_id, OBS_WRAPPER, VecVLAObservationWrapper, obs_kwargs, ("self", "venv"))
-    if res_kwargs is not None:
-        _check_kwargs(env_id, RESIDUAL_WRAPPER, VecResidualActionWrapper, res_kwargs, ("self", "venv"))
+    lists = (
+        ("env_wrapper", stack.per_env, [*OBS_WRAPPER_NAMES, *RESIDUAL_WRAPPER_NAMES], ("self", "env")),
+        ("vec_env_wrapper", stack.vec, [*VEC_OBS_WRAPPER_NAMES, *VEC_RESIDUAL_WRAPPER_NAMES], ("self", "venv")),
+    )
+    for key, wrappers, ours, skip in lists:
+        for name, kwargs in wrappers:
+            try:
+                cls = import_object(name)
+            except ValueError as e:
+                close = difflib.get_close_matches(name, ours, n=1, cutoff=0.8)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"{env_id}: {key} {name!r} cannot be imported ({e}){hint}") from e
+            _check_kwargs(env_id, key, name, cls, kwargs, skip)
+    ours_kwargs: tuple[tuple[str, type, dict[str, Any] | None], ...] = (
+        (VEC_OBS_WRAPPER, VecVLAObservationWrapper, stack.obs),
+        (VEC_RESIDUAL_WRAPPER, VecResidualActionWrapper, stack.residual),
+    )
+    for name, cls, our_kwargs in ours_kwargs:
+        if our_kwargs is not None:
+            _check_kwargs(env_id, "vec_env_wrapper", name, cls, our_kwargs, ("self", "venv"))
 
 
 def _check_types(hp: dict[str, Any], algo_cls: type, env_id: str) -> None:

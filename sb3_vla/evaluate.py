@@ -44,7 +44,8 @@ from sb3_vla.config import ResolvedConfig, default_conf_dir, load_hyperparams, r
 from sb3_vla.core.algos import algorithms
 from sb3_vla.core.options import parse_key_values
 from sb3_vla.evaluation import EpisodeResults, ZeroResidualPolicy, evaluate_episodes, has_residual_wrapper
-from sb3_vla.run_folder import _asks_for_trust
+from sb3_vla.experiment import build_vec_env, check_env_id, configure_threads, resolve_env_alias
+from sb3_vla.run_folder import asks_for_trust
 
 DEFAULT_EVAL_SEED = 10_000  # sb3_vla.train: --seed 0 + 10000
 #: how a user of ``python -m sb3_vla.evaluate`` / ``sb3_vla.record`` (or of :func:`load_run`) opts in to unpickling
@@ -157,14 +158,12 @@ def load_run(
         run = load_run("logs/sac/Pendulum-v1_1", which="best")
         results = evaluate_episodes(run.model, run.venv, 20, run.eval_seed)
     """
-    from sb3_vla.train import build_vec_env
-
     run = Path(run_dir)
     params_dir, args, config = run_files(run)
     algo, env_id = str(args.get("algo", "")), str(args.get("env", ""))
     if algo not in algorithms() or not env_id:
         raise ValueError(f"{str(params_dir / 'args.yml')!r} names no known algo / env (algo={algo!r}, env={env_id!r})")
-    if not trust_remote_code and _asks_for_trust([args, config]):
+    if not trust_remote_code and asks_for_trust([args, config]):
         raise UntrustedFileError(
             f"run {str(run)!r}: its saved config loads files with trust_remote_code (code from those files would "
             f"run when the env stack is rebuilt); pass {CLI_OPT_IN} if you trust the run folder"
@@ -228,8 +227,6 @@ def base_env(
 ) -> VecEnv:
     """The residual env stack of ``env_id``'s YAML entry with ``base`` (as ``sb3_vla.train --base`` builds it),
     for judging the base with :class:`~sb3_vla.evaluation.ZeroResidualPolicy`."""
-    from sb3_vla.train import build_vec_env, check_env_id, resolve_env_alias
-
     env_id = resolve_env_alias(env_id)
     check_env_id(env_id)
     conf: Path | str | None = conf_file
@@ -316,8 +313,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from sb3_vla.train import configure_threads
-
     args = build_parser().parse_args(argv)
     configure_threads(-1, args.device)  # one torch thread on CPU, as sb3_vla.train
     try:

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         help="allow unpickling the run's files (vecnormalize.pkl, the zip), which runs code from them",
     )
     args = p.parse_args(argv)
-    from sb3_vla.train import configure_threads
+    from sb3_vla.experiment import configure_threads
 
     configure_threads(-1, args.device)
     try:

@@ -27,13 +27,14 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_vla.bases.backends.sb3_files import POLICY_SPEC, VEC_NORMALIZE_NPZ, save_vec_normalize, write_policy_spec
 from sb3_vla.checkpoint import guard_write
-from sb3_vla.config import ResolvedConfig, resolve
+from sb3_vla.config import ResolvedConfig, canonical_entry, resolve
 
 CONFIG_FLAGS = ("conf_file", "hyperparams", "base", "env_kwargs")
 _IGNORED = ("n_timesteps",)  # extending the budget on resume is not a config change
 
 
 def env_folder_name(env_id: str) -> str:
+    """The env id as a folder name (``/`` and ``:`` replaced)."""
     return env_id.replace("/", "-").replace(":", "-")
 
 
@@ -85,7 +86,7 @@ def resume_args(args: argparse.Namespace, run_dir: Path, defaults: argparse.Name
         setattr(merged, name, [*(saved.get(name) or []), *now] if name in ("hyperparams", "env_kwargs") else now)
     config_path = found[0].parent / "config.yml"
     saved_config = _read_yaml(config_path, "config") if config_path.is_file() else None
-    if _asks_for_trust([saved, saved_config]) and not getattr(args, "trust_remote_code", False):
+    if asks_for_trust([saved, saved_config]) and not getattr(args, "trust_remote_code", False):
         raise ValueError(
             f"--resume {str(run_dir)!r}: the run folder's saved config loads files with trust_remote_code (code "
             "from those files would run); add --trust-remote-code to this command if you trust the run folder"
@@ -93,13 +94,13 @@ def resume_args(args: argparse.Namespace, run_dir: Path, defaults: argparse.Name
     return merged
 
 
-def _asks_for_trust(value: Any) -> bool:
+def asks_for_trust(value: Any) -> bool:
     """Whether saved data opts in to ``trust_remote_code`` anywhere (a key, or ``?trust_remote_code=...`` in a
     base spec string)."""
     if isinstance(value, dict):
-        return any((k == "trust_remote_code" and bool(v)) or _asks_for_trust(v) for k, v in value.items())
+        return any((k == "trust_remote_code" and bool(v)) or asks_for_trust(v) for k, v in value.items())
     if isinstance(value, list | tuple):
-        return any(_asks_for_trust(v) for v in value)
+        return any(asks_for_trust(v) for v in value)
     if isinstance(value, str):
         return re.search(r"trust_remote_code\s*=\s*(?!False\b|0\b|None\b)", value) is not None
     return False
@@ -138,6 +139,7 @@ def frozen_config(
     saved = _read_yaml(config_path, "config")
     if not isinstance(saved, dict):
         raise ValueError(f"--resume: {str(config_path)!r} is not a mapping of hyperparameters")
+    saved = canonical_entry(saved, args.env)  # a run saved with our wrappers under env_wrapper compares equal
     frozen = resolve(args.algo, args.env, saved, {}, n_timesteps=args.n_timesteps)
     try:
         now = resolve_now(args)

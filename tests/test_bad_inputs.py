@@ -25,7 +25,8 @@ from sb3_vla.bases import BaseModel
 from sb3_vla.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from sb3_vla.config import load_hyperparams, resolve
 from sb3_vla.core.options import parse_key_values
-from sb3_vla.train import build_parser, check_env_id, train
+from sb3_vla.experiment import check_env_id
+from sb3_vla.train import build_parser, train
 from sb3_vla.wrappers import BaseModelError
 from tests._helpers import NaNBase, ToyDictEnv
 
@@ -275,7 +276,7 @@ CASES = {
     ),
     "missing optional extra": (lambda tp: _missing_extra(None), ImportError, r"pip install -e \"\.\[vla\]\""),
     "Optuna storage that cannot be reached": (
-        lambda tp: __import__("sb3_vla.tune", fromlist=["make_storage"]).make_storage(
+        lambda tp: __import__("sb3_vla.tuning", fromlist=["make_storage"]).make_storage(
             "postgresql+psycopg2://u:pw@127.0.0.1:9/nodb"
         ),
         ValueError,
@@ -302,7 +303,7 @@ CASES = {
 
 def _huge_replay_buffer() -> None:
     # 512x512 RGB obs at SB3's default buffer_size: ~1.5 TB (obs and next_obs); fails before any allocation
-    from sb3_vla.train import build_model
+    from sb3_vla.experiment import build_model
 
     env = make_vec_env(lambda: ToyDictEnv(image_size=512), n_envs=1)
     cfg = resolve("sac", "Toy-v0", {"n_timesteps": 10})

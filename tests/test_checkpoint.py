@@ -140,3 +140,20 @@ def test_nonfinite_zero_mode_keeps_training(tmp_path):
     run_dir = train(_nan_base_args(tmp_path, 200, "nonfinite:zero"))
     meta = json.loads((latest_checkpoint(run_dir / "checkpoints") / "meta.json").read_text())
     assert meta["num_timesteps"] == 200
+
+
+def test_checkpoint_callback_has_its_own_name_and_the_old_one_warns(tmp_path):
+    """``ResumableCheckpointCallback`` no longer shadows SB3's ``CheckpointCallback``; the old name still imports,
+    with a DeprecationWarning, for one release."""
+    import stable_baselines3.common.callbacks as sb3_callbacks
+
+    import sb3_vla.checkpoint as checkpoint
+    from sb3_vla.checkpoint import ResumableCheckpointCallback
+
+    assert ResumableCheckpointCallback.__name__ != sb3_callbacks.CheckpointCallback.__name__
+    with pytest.warns(DeprecationWarning, match="ResumableCheckpointCallback"):
+        old = checkpoint.CheckpointCallback
+    assert old is ResumableCheckpointCallback
+    model = SAC("MlpPolicy", "Pendulum-v1", learning_starts=1000, buffer_size=500, seed=0)
+    model.learn(40, callback=ResumableCheckpointCallback(tmp_path, save_freq=20))
+    assert latest_checkpoint(tmp_path).name == "step_000000000040"

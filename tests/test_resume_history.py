@@ -144,3 +144,21 @@ def test_resume_refuses_a_run_folder_that_opts_in_to_code(tmp_path: Path) -> Non
     (run / ENV / "config.yml").write_text(yaml.safe_dump({"n_timesteps": 100}))
     with pytest.raises(ValueError, match=r"saved config loads files with trust_remote_code.*--trust-remote-code"):
         train(_resume(run))
+
+
+def test_a_run_saved_with_the_older_wrapper_form_resumes(tmp_path: Path) -> None:
+    """A run folder whose config.yml lists our wrappers under env_wrapper (as runs saved before vec_env_wrapper):
+    resume reads it as the batched wrappers and finds no config change."""
+    th.set_num_threads(1)
+    run = train(_args(tmp_path / "logs", "-n", "120", "--conf-file", str(_conf(tmp_path)), "--eval-freq", "0"))
+    path = run / ENV / "config.yml"
+    config = yaml.safe_load(path.read_text())
+    obs, res = (next(iter(w.values())) for w in config.pop("vec_env_wrapper"))
+    config["env_wrapper"] = [
+        {"sb3_vla.wrappers.VLAObservationWrapper": obs},
+        {"sb3_vla.wrappers.ResidualActionWrapper": res},
+    ]
+    path.write_text(yaml.safe_dump(config))
+    with pytest.warns(DeprecationWarning, match="read as vec_env_wrapper"):
+        train(_resume(run, "-n", "160"))
+    assert json.loads((latest_checkpoint(run / "checkpoints") / "meta.json").read_text())["num_timesteps"] == 160

@@ -237,7 +237,7 @@ def test_a_saved_config_asking_for_trust_is_refused(run_dir: Path, tmp_path: Pat
     run = _copy(run_dir, tmp_path)
     path = run / ENV / "config.yml"
     config = yaml.safe_load(path.read_text())
-    config["env_wrapper"][0]["sb3_vla.wrappers.VLAObservationWrapper"]["base"] = "zero?trust_remote_code=True"
+    config["vec_env_wrapper"][0]["sb3_vla.wrappers.VecVLAObservationWrapper"]["base"] = "zero?trust_remote_code=True"
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(
         UntrustedFileError, match=r"saved config loads files with trust_remote_code.*--trust-remote-code"

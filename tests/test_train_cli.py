@@ -54,7 +54,7 @@ def test_pendulum_run_writes_model_config_tensorboard_and_evaluations(tmp_path):
     config = yaml.safe_load((run / "Pendulum-v1" / "config.yml").read_text())
     # CLI overrides landed in the resolved config, routed into the wrapper kwargs
     assert config["batch_size"] == 32 and config["normalize"] is True
-    assert config["env_wrapper"][1]["sb3_vla.wrappers.ResidualActionWrapper"]["residual_scale"] == 1.5
+    assert config["vec_env_wrapper"][1]["sb3_vla.wrappers.VecResidualActionWrapper"]["residual_scale"] == 1.5
     assert (run / "Pendulum-v1" / "vecnormalize.pkl").is_file()
     assert list((run / "tb").rglob("events.out.tfevents.*"))
     evaluations = np.load(run / "evaluations.npz")
@@ -98,6 +98,15 @@ def test_cli_flags_override_yaml(tmp_path):
     model = SAC.load(run / "Pendulum-v1.zip")
     assert model.num_timesteps == 120 and model.batch_size == 16
     assert "Hyperparameters from" in out.stdout and "sac.yml:Pendulum-v1" in out.stdout
+    # the older form (our per-env wrapper under env_wrapper) still trains: read as the batched wrapper, with a
+    # DeprecationWarning the command shows; the run's config is saved in the vec_env_wrapper form
+    assert "DeprecationWarning" in out.stderr and "vec_env_wrapper" in out.stderr
+    config = yaml.safe_load((run / "Pendulum-v1" / "config.yml").read_text())
+    assert "env_wrapper" not in config
+    assert config["vec_env_wrapper"] == [
+        {"sb3_vla.wrappers.VecVLAObservationWrapper": {"base": "zero"}},
+        {"sb3_vla.wrappers.VecResidualActionWrapper": {}},
+    ]
 
 
 def test_garment_fold_headline_command(tmp_path):
@@ -124,14 +133,15 @@ def test_garment_fold_headline_command(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     run = tmp_path / "sac" / "GarmentFold-v0_1"
     config = yaml.safe_load((run / "GarmentFold-v0" / "config.yml").read_text())
-    wrappers = {name: kwargs for w in config["env_wrapper"] for name, kwargs in w.items()}
-    assert list(wrappers)[0] == "sb3_vla.envs.garment_fold.CameraObservationWrapper"  # the camera the base reads
-    residual = wrappers["sb3_vla.wrappers.ResidualActionWrapper"]
+    per_env = [next(iter(w)) for w in config["env_wrapper"]]
+    assert per_env == ["sb3_vla.envs.garment_fold.CameraObservationWrapper"]  # the camera the base reads
+    wrappers = {name: kwargs for w in config["vec_env_wrapper"] for name, kwargs in w.items()}
+    residual = wrappers["sb3_vla.wrappers.VecResidualActionWrapper"]
     assert residual["residual_map"] == "sb3_vla.envs.garment_fold:PinchResidualMap"
     assert residual["decision_interval"] == 4
     model = SAC.load(run / "GarmentFold-v0.zip")
     assert model.action_space.shape == (7,)  # pinch-point offsets + stage advance
-    assert wrappers["sb3_vla.wrappers.VLAObservationWrapper"]["base"] == "small-vla:garment_fold"
+    assert wrappers["sb3_vla.wrappers.VecVLAObservationWrapper"]["base"] == "small-vla:garment_fold"
     spaces = model.observation_space.spaces
     assert {"vla_action", "vla_action_mapped", "vla_embedding", "joint_pos", "keypoints", "stage"} <= set(spaces)
     assert spaces["vla_embedding"].shape == (256,) and "rgb" not in spaces  # the camera feeds the base only
@@ -179,9 +189,10 @@ def test_garment_fold_pinch_point_residual_from_the_command_line(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     run = tmp_path / "sac" / "GarmentFold-v0_1"
     config = yaml.safe_load((run / "GarmentFold-v0" / "config.yml").read_text())
-    wrappers = {name: kwargs for w in config["env_wrapper"] for name, kwargs in w.items()}
-    assert list(wrappers)[0] == "sb3_vla.envs.garment_fold.CameraObservationWrapper"  # the camera the base reads
-    residual = wrappers["sb3_vla.wrappers.ResidualActionWrapper"]
+    per_env = [next(iter(w)) for w in config["env_wrapper"]]
+    assert per_env == ["sb3_vla.envs.garment_fold.CameraObservationWrapper"]  # the camera the base reads
+    wrappers = {name: kwargs for w in config["vec_env_wrapper"] for name, kwargs in w.items()}
+    residual = wrappers["sb3_vla.wrappers.VecResidualActionWrapper"]
     assert residual["residual_map"] == "sb3_vla.envs.garment_fold:PinchResidualMap"
     model = SAC.load(run / "GarmentFold-v0.zip")
     assert model.action_space.shape == (7,)

@@ -9,17 +9,18 @@ import yaml
 
 optuna = pytest.importorskip("optuna")
 
-from sb3_vla import tune  # noqa: E402
+from sb3_vla import tuning  # noqa: E402
+from sb3_vla.cli import tune_parser  # noqa: E402
 
 
 def _best_entry(tmp_path: Path, *flags: str) -> tuple[dict, str]:
-    args = tune.build_parser().parse_args(["--algo", "sac", "--env", "Pendulum-v1", "-n", "200", *flags])
-    setup = tune.make_setup(args)
+    args = tune_parser().parse_args(["--algo", "sac", "--env", "Pendulum-v1", "-n", "200", *flags])
+    setup = tuning.make_setup(args)
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
-    tune.sample_residual_params(trial, setup.space)
+    tuning.sample_residual_params(trial, setup.space)
     study.tell(trial, -100.0)
-    path = tune.write_best_yaml(study, setup, tmp_path / "best.yml")
+    path = tuning.write_best_yaml(study, setup, tmp_path / "best.yml")
     return yaml.safe_load(path.read_text())["Pendulum-v1"], path.read_text()
 
 

@@ -37,9 +37,10 @@ from sb3_vla.evaluation import (
     evaluate_episodes,
     wilson_interval,
 )
+from sb3_vla.experiment import shared_base
 from sb3_vla.plot import load_curve, plot_runs
 from sb3_vla.record import record
-from sb3_vla.train import build_parser, shared_base, train
+from sb3_vla.train import build_parser, train
 from sb3_vla.wrappers import VecResidualActionWrapper, VecVLAObservationWrapper
 from tests._helpers import CountingChunkBase, ToyDictEnv
 

@@ -1,12 +1,15 @@
 """rl-baselines3-zoo drop-in: the zoo_configs entries work unchanged with rl_zoo3.train / rl_zoo3.enjoy and with
-sb3_vla.train (subprocesses with tiny budgets)."""
+sb3_vla.train (subprocesses with tiny budgets): every env id of every zoo_configs/*.yml that can run here is trained
+and enjoyed through rl-zoo's own CLI, as the README shows, and both CLIs build the same stack from the same YAML."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +19,7 @@ from torch import nn
 
 pytest.importorskip("rl_zoo3")
 
-from sb3_vla.config import OBS_WRAPPER, RESIDUAL_WRAPPER, load_hyperparams, resolve
+from sb3_vla.config import VEC_OBS_WRAPPER, VEC_RESIDUAL_WRAPPER, load_hyperparams, resolve
 from sb3_vla.extractor import VLAFeaturesExtractor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,9 +52,10 @@ def test_every_entry_resolves_with_the_zoo_conventions(algo: str) -> None:
         assert hp["policy"].startswith("sb3_vla.policies.Residual")
         pk = eval(hp.get("policy_kwargs", "dict()"), {"th": th, "nn": nn, "np": np})
         assert "features_extractor_class" not in pk
-        names = [next(iter(w)) for w in hp["env_wrapper"]]
+        # our batched wrappers under rl-zoo's vec_env_wrapper key; per-env wrappers that are not ours under env_wrapper
+        assert [next(iter(w)) for w in hp["vec_env_wrapper"]] == [VEC_OBS_WRAPPER, VEC_RESIDUAL_WRAPPER]
         camera = ["sb3_vla.envs.garment_fold.CameraObservationWrapper"] if env_id == "GarmentFold-v0" else []
-        assert names == [*camera, OBS_WRAPPER, RESIDUAL_WRAPPER]
+        assert [next(iter(w)) for w in hp.get("env_wrapper", [])] == camera
         cfg = resolve(algo, env_id, hp)
         assert cfg.obs_wrapper_kwargs is not None and "base" in cfg.obs_wrapper_kwargs
         assert cfg.policy.__name__.startswith("Residual")
@@ -79,126 +83,128 @@ def _run_dir(log: Path, algo: str, env_id: str) -> Path:
     return runs[-1]
 
 
-def test_rl_zoo_train_and_enjoy_residual_sac_pendulum(tmp_path: Path) -> None:
+def _zoo_cases() -> list[Any]:
+    """Every (algo, env id) of zoo_configs/*.yml; the heavy ones (GarmentFold-v0 beyond SAC, ManiSkill) are slow."""
+    cases = []
+    for path in sorted(CONF.glob("*.yml")):
+        algo = path.stem
+        for env_id in yaml.safe_load(path.read_text()):
+            heavy = (env_id == "GarmentFold-v0" and algo != "sac") or env_id.startswith(("ManiSkill-", "LIBERO-"))
+            marks = [pytest.mark.slow] if heavy else []
+            cases.append(pytest.param(algo, env_id, marks=marks, id=f"{algo}-{env_id}"))
+    return cases
+
+
+_RUNNABLE: dict[str, str | None] = {}
+
+
+def _skip_unless_runnable(env_id: str) -> None:
+    """Skip (with the reason) an env whose simulator or assets are missing here: ManiSkill without a Vulkan device,
+    LIBERO without its scene assets."""
+    if env_id not in _RUNNABLE:
+        import gymnasium as gym
+
+        import sb3_vla  # noqa: F401 - registers the env ids
+
+        try:
+            with warnings.catch_warnings():  # the simulators' own import-time warnings are not under test here
+                warnings.simplefilter("ignore")
+                env = gym.make(env_id)
+                env.reset(seed=0)
+                env.close()
+            _RUNNABLE[env_id] = None
+        except Exception as e:  # missing optional package, device or assets: each fails its own way
+            _RUNNABLE[env_id] = f"{env_id} cannot run here: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    if _RUNNABLE[env_id] is not None:
+        pytest.skip(_RUNNABLE[env_id])
+
+
+def _budget(algo: str, env_id: str) -> tuple[int, list[str]]:
+    """``-n`` and ``-params`` of a tiny run: a few steps, no gradient step before learning_starts for off-policy
+    algorithms, one short rollout for PPO, a small replay buffer."""
+    if env_id == "Pendulum-v1":
+        return (300 if algo == "sac" else 128), TINY[algo]
+    params = (
+        ["buffer_size:1000", "learning_starts:32"] if algo != "ppo" else ["n_envs:1", "n_steps:16", "batch_size:16"]
+    )
+    return (16 if env_id == "GarmentFold-v0" else 64), [*params, *(["n_epochs:1"] if algo == "ppo" else [])]
+
+
+@pytest.mark.parametrize(("algo", "env_id"), _zoo_cases())
+def test_rl_zoo_train_then_enjoy(tmp_path: Path, algo: str, env_id: str) -> None:
+    """The README's rl-zoo commands on every entry: rl_zoo3.train (with rl-zoo's own evaluation, whose eval env is
+    built without the YAML's env_kwargs), then rl_zoo3.enjoy on the run."""
+    _skip_unless_runnable(env_id)
     log = tmp_path / "logs"
-    run(
-        "-m",
-        "rl_zoo3.train",
-        "--algo",
-        "sac",
-        "--env",
-        "Pendulum-v1",
-        "--gym-packages",
-        "sb3_vla",
-        "--conf-file",
-        "zoo_configs/sac.yml",
-        "-n",
-        "300",
-        "--eval-freq",
-        "-1",
-        "-f",
-        str(log),
-        "-params",
-        *TINY["sac"],
-    )
-    run_dir = _run_dir(log, "sac", "Pendulum-v1")
-    saved = yaml.unsafe_load((run_dir / "Pendulum-v1" / "config.yml").read_text())  # rl-zoo dumps an OrderedDict
-    assert saved["policy"] == "sb3_vla.policies.ResidualSACPolicy"
+    n, params = _budget(algo, env_id)
+    run("-m", "rl_zoo3.train", "--algo", algo, "--env", env_id, "--gym-packages", "sb3_vla",
+        "--conf-file", f"zoo_configs/{algo}.yml", "-n", str(n), "--eval-freq", str(n // 2), "--eval-episodes", "1",
+        "-f", str(log), "-params", *params)  # fmt: skip
+    run_dir = _run_dir(log, algo, env_id)
+    saved = yaml.unsafe_load((run_dir / env_id / "config.yml").read_text())  # rl-zoo dumps an OrderedDict
+    assert saved["policy"].startswith("sb3_vla.policies.Residual")
+    assert [next(iter(w)) for w in saved["vec_env_wrapper"]] == [VEC_OBS_WRAPPER, VEC_RESIDUAL_WRAPPER]
+    assert (run_dir / f"{env_id}.zip").is_file() and (run_dir / "best_model.zip").is_file()
+    if "normalize" in saved:
+        assert (run_dir / env_id / "vecnormalize.pkl").is_file()
 
-    from stable_baselines3 import SAC
+    from rl_zoo3.utils import ALGOS as ZOO_ALGOS
 
-    model = SAC.load(run_dir / "Pendulum-v1.zip", device="cpu")
-    assert isinstance(model.policy.actor.features_extractor, VLAFeaturesExtractor)
-    assert {"obs", "vla_action"} <= set(model.observation_space.spaces)  # type: ignore[attr-defined]
+    model = ZOO_ALGOS[algo].load(run_dir / f"{env_id}.zip", device="cpu", buffer_size=1)
+    assert {"vla_action"} <= set(model.observation_space.spaces)  # type: ignore[attr-defined]
+    if algo == "sac":
+        assert isinstance(model.policy.actor.features_extractor, VLAFeaturesExtractor)
+    if env_id == "Pendulum-v1":
+        assert {"obs", "vla_action"} == set(model.observation_space.spaces)  # type: ignore[attr-defined]
 
-    proc = run(
-        "-m",
-        "rl_zoo3.enjoy",
-        "--algo",
-        "sac",
-        "--env",
-        "Pendulum-v1",
-        "--gym-packages",
-        "sb3_vla",
-        "-f",
-        str(log),
-        "-n",
-        "220",
-        "--no-render",
-        "--deterministic",
-    )
-    assert "Episode Reward:" in proc.stdout and "Episode Length 200" in proc.stdout
+    steps = 220 if env_id == "Pendulum-v1" else 5
+    proc = run("-m", "rl_zoo3.enjoy", "--algo", algo, "--env", env_id, "--gym-packages", "sb3_vla", "-f", str(log),
+               "-n", str(steps), "--no-render", "--deterministic")  # fmt: skip
+    if env_id == "Pendulum-v1":
+        assert "Episode Reward:" in proc.stdout and "Episode Length 200" in proc.stdout
 
 
-@pytest.mark.parametrize("algo", ["ppo", "tqc"])
-def test_rl_zoo_train_other_algos(tmp_path: Path, algo: str) -> None:
-    log = tmp_path / "logs"
-    run(
-        "-m",
-        "rl_zoo3.train",
-        "--algo",
-        algo,
-        "--env",
-        "Pendulum-v1",
-        "--gym-packages",
-        "sb3_vla",
-        "--conf-file",
-        f"zoo_configs/{algo}.yml",
-        "-n",
-        "128",
-        "--eval-freq",
-        "-1",
-        "-f",
-        str(log),
-        "-params",
-        *TINY[algo],
-    )
-    assert (_run_dir(log, algo, "Pendulum-v1") / "Pendulum-v1.zip").is_file()
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "GarmentFold-v0"])
+def test_both_clis_build_the_same_stack_from_the_same_yaml(tmp_path: Path, env_id: str) -> None:
+    """rl-zoo's ExperimentManager (vec_env_wrapper, env_wrapper, normalize) and sb3_vla.train's experiment layer
+    build the same wrappers in the same order, with the same spaces."""
+    import argparse
+
+    from rl_zoo3.exp_manager import ExperimentManager
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    from sb3_vla.experiment import build_vec_env
+
+    def chain(venv: Any) -> list[str]:
+        names = []
+        while isinstance(venv, VecEnvWrapper):
+            names.append(type(venv).__name__)
+            venv = venv.venv
+        return [*names, type(venv).__name__, *[type(w).__name__ for w in _env_chain(venv.envs[0])]]
+
+    conf = str(CONF / "sac.yml")
+    manager = ExperimentManager(argparse.Namespace(), "sac", env_id, str(tmp_path), optimize_hyperparameters=True,
+                                config=conf, verbose=0, n_timesteps=8)  # fmt: skip
+    assert manager.setup_experiment() is None  # optimize mode: reads and preprocesses the entry, builds no model
+    zoo_env = manager.create_envs(1, no_log=True)
+    hp, _ = load_hyperparams(conf, env_id)
+    ours = build_vec_env(resolve("sac", env_id, hp), 1, 0)
+    try:
+        assert chain(zoo_env) == chain(ours)
+        assert "VecVLAObservationWrapper" in chain(ours) and "VLAObservationWrapper" not in chain(ours)
+        assert zoo_env.observation_space == ours.observation_space
+        assert zoo_env.action_space == ours.action_space
+    finally:
+        zoo_env.close()
+        ours.close()
 
 
-def test_rl_zoo_train_and_enjoy_garment_fold(tmp_path: Path) -> None:
-    """The headline env through rl-zoo: 2 envs x 8 steps (it runs ~30 steps/s), then enjoy a few steps."""
-    log = tmp_path / "logs"
-    run(
-        "-m",
-        "rl_zoo3.train",
-        "--algo",
-        "sac",
-        "--env",
-        "GarmentFold-v0",
-        "--gym-packages",
-        "sb3_vla",
-        "--conf-file",
-        "zoo_configs/sac.yml",
-        "-n",
-        "16",
-        "--eval-freq",
-        "8",  # rl-zoo's own eval env (built without the YAML's env_kwargs) must get the camera too
-        "--eval-episodes",
-        "1",
-        "-f",
-        str(log),
-        "-params",
-        "buffer_size:1000",
-    )
-    run_dir = _run_dir(log, "sac", "GarmentFold-v0")
-    assert (run_dir / "GarmentFold-v0" / "vecnormalize.pkl").is_file()
-    run(
-        "-m",
-        "rl_zoo3.enjoy",
-        "--algo",
-        "sac",
-        "--env",
-        "GarmentFold-v0",
-        "--gym-packages",
-        "sb3_vla",
-        "-f",
-        str(log),
-        "-n",
-        "5",
-        "--no-render",
-        "--deterministic",
-    )
+def _env_chain(env: Any) -> list[Any]:
+    out = []
+    while hasattr(env, "env"):
+        out.append(env)
+        env = env.env
+    return out
 
 
 def test_sb3_vla_train_reads_the_same_entry_for_garment_fold(tmp_path: Path) -> None:
@@ -223,9 +229,10 @@ def test_sb3_vla_train_reads_the_same_entry_for_garment_fold(tmp_path: Path) -> 
     )
     run_dir = _run_dir(tmp_path, "sac", "GarmentFold-v0")
     cfg = yaml.safe_load((run_dir / "GarmentFold-v0" / "config.yml").read_text())
-    wrappers = {name: kwargs for w in cfg["env_wrapper"] for name, kwargs in w.items()}
-    assert list(wrappers)[0] == "sb3_vla.envs.garment_fold.CameraObservationWrapper"
-    assert wrappers[RESIDUAL_WRAPPER] == {
+    assert [next(iter(w)) for w in cfg["env_wrapper"]] == ["sb3_vla.envs.garment_fold.CameraObservationWrapper"]
+    wrappers = {name: kwargs for w in cfg["vec_env_wrapper"] for name, kwargs in w.items()}
+    assert list(wrappers) == [VEC_OBS_WRAPPER, VEC_RESIDUAL_WRAPPER]
+    assert wrappers[VEC_RESIDUAL_WRAPPER] == {
         "residual_map": "sb3_vla.envs.garment_fold:PinchResidualMap",
         "residual_scale": [0.02, 0.02, 0.005, 0.02, 0.02, 0.005, 0.3],
         "decision_interval": 4,
