@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tarfile
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -109,3 +112,24 @@ def nan_base_factory(observation_space=None, action_space=None, **kwargs: Any) -
     """Spec ``tests._helpers:nan_base_factory``: a base that turns NaN after 50 queries (for the train CLI)."""
     assert action_space is not None
     return NaNBase(action_space, bad_env=0, after=50)
+
+
+#: LIBERO's scene assets for tests (../shared/libero-assets; read its README), or $SB3_VLA_LIBERO_ASSETS_TAR
+LIBERO_ARCHIVE = Path(
+    os.environ.get(
+        "SB3_VLA_LIBERO_ASSETS_TAR",
+        Path(__file__).resolve().parents[2] / "shared" / "libero-assets" / "libero-assets.tar.xz",
+    )
+)
+
+
+def unpack_libero_assets(out: Path) -> str | None:
+    """LIBERO's asset folder: ``$SB3_VLA_LIBERO_ASSETS``, else :data:`LIBERO_ARCHIVE` unpacked into ``out``; ``None``
+    when neither exists."""
+    if os.environ.get("SB3_VLA_LIBERO_ASSETS"):
+        return os.environ["SB3_VLA_LIBERO_ASSETS"]
+    if not LIBERO_ARCHIVE.is_file():
+        return None
+    with tarfile.open(LIBERO_ARCHIVE) as tar:
+        tar.extractall(out, filter="data")
+    return str(out / "assets")

@@ -15,7 +15,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +25,11 @@ from gymnasium import spaces
 
 import sb3_vla  # noqa: F401  (registers the ids)
 from sb3_vla.envs.libero import SUITES, get_suite, parse_env_id
+from tests._helpers import LIBERO_ARCHIVE, unpack_libero_assets
 
 HAS_LIBERO = importlib.util.find_spec("libero") is not None and importlib.util.find_spec("robosuite") is not None
 NO_LIBERO = "libero / robosuite 1.4.0 are not installed (run .ci/install_libero.sh)"
-ARCHIVE = Path(
-    os.environ.get(
-        "SB3_VLA_LIBERO_ASSETS_TAR",
-        Path(__file__).resolve().parents[2] / "shared" / "libero-assets" / "libero-assets.tar.xz",
-    )
-)
+ARCHIVE = LIBERO_ARCHIVE
 TASK = ("libero_goal", 7)  # turn on the stove
 IMAGE = 64
 needs_libero = pytest.mark.skipif(not HAS_LIBERO, reason=NO_LIBERO)
@@ -202,14 +197,10 @@ def test_compat_controller_update_mass_matrix(patched: list[str]) -> None:
 def assets(tmp_path_factory: pytest.TempPathFactory) -> str:
     if not HAS_LIBERO:
         pytest.skip(NO_LIBERO)
-    if os.environ.get("SB3_VLA_LIBERO_ASSETS"):
-        return os.environ["SB3_VLA_LIBERO_ASSETS"]
-    if not ARCHIVE.is_file():
+    path = unpack_libero_assets(tmp_path_factory.mktemp("libero"))
+    if path is None:
         pytest.skip(f"LIBERO assets not found: set SB3_VLA_LIBERO_ASSETS or provide {ARCHIVE}")
-    out = tmp_path_factory.mktemp("libero")
-    with tarfile.open(ARCHIVE) as tar:
-        tar.extractall(out, filter="data")
-    return str(out / "assets")
+    return path
 
 
 _ENVS: dict[str, Any] = {}
@@ -247,6 +238,28 @@ def test_obs_keys_spaces_and_info(assets: str) -> None:
     assert space.contains(obs)
     assert (reward, terminated, truncated, info["is_success"]) == (0.0, False, False, False)
     assert info["instruction"] == "turn on the stove"
+
+
+@pytest.mark.libero
+def test_cameras_wrapper_narrows_the_observation_and_refuses_new_cameras(assets: str) -> None:
+    """LiberoCamerasWrapper (the YAML's state-only entry, applied to rl-zoo's eval env too) drops camera keys."""
+    from sb3_vla.envs.libero import LiberoCamerasWrapper, make_libero_env
+
+    env = make_libero_env(*TASK, image_size=IMAGE, cameras=("agentview", "wrist"), assets_path=assets)
+    try:
+        kept = LiberoCamerasWrapper(env, cameras=["wrist"])
+        assert set(kept.observation_space.spaces) == {"wrist_rgb", "ee_pos", "ee_quat", "gripper_qpos"}
+        obs, _ = kept.reset(seed=0)
+        assert set(obs) == set(kept.observation_space.spaces) and kept.observation_space.contains(obs)
+        state = LiberoCamerasWrapper(kept, cameras=[])
+        obs, *_ = state.step(state.action_space.sample())
+        assert set(obs) == {"ee_pos", "ee_quat", "gripper_qpos"} and state.observation_space.contains(obs)
+        with pytest.raises(ValueError, match=r"cameras \['agentview'\] were not rendered"):
+            LiberoCamerasWrapper(state, cameras=["agentview"])
+    finally:
+        env.close()
+    with pytest.raises(TypeError, match="for LIBERO-"):
+        LiberoCamerasWrapper(gym.make("Pendulum-v1"))
 
 
 @pytest.mark.libero

@@ -223,6 +223,7 @@ def test_sb3_base_replays_a_pinch_residual_policy(tmp_path) -> None:
         np.testing.assert_array_equal(from_run.predict(batch)[0], replayed)
         obs, _, _, _, info = wrapped.step(residual[0])
         np.testing.assert_allclose(replayed[0], info["executed_action"], atol=1e-5)
+    (tmp_path / "pinch" / "config.yml").unlink()  # without the run's saved config, the map must be given
     with pytest.raises(ValueError, match="residual_map"):
         make_base(f"sb3:{path}?inner_base=scripted&residual_scale=0.05", action_space=raw.action_space)
 

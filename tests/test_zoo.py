@@ -21,6 +21,7 @@ pytest.importorskip("rl_zoo3")
 
 from sb3_vla.config import VEC_OBS_WRAPPER, VEC_RESIDUAL_WRAPPER, load_hyperparams, resolve
 from sb3_vla.extractor import VLAFeaturesExtractor
+from tests._helpers import unpack_libero_assets
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "zoo_configs"
@@ -35,8 +36,10 @@ TINY = {
 }
 
 
-def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+def run(*args: str, timeout: int = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env or ENV, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, f"{' '.join(args)}\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-3000:]}"
     return proc
 
@@ -130,16 +133,31 @@ def _budget(algo: str, env_id: str) -> tuple[int, list[str]]:
     return (16 if env_id == "GarmentFold-v0" else 64), [*params, *(["n_epochs:1"] if algo == "ppo" else [])]
 
 
+@pytest.fixture(scope="session")
+def libero_assets(tmp_path_factory: pytest.TempPathFactory) -> str | None:
+    """LIBERO's scene assets (unpacked from ../shared/libero-assets), ``None`` where there are none."""
+    return unpack_libero_assets(tmp_path_factory.mktemp("libero"))
+
+
 @pytest.mark.parametrize(("algo", "env_id"), _zoo_cases())
-def test_rl_zoo_train_then_enjoy(tmp_path: Path, algo: str, env_id: str) -> None:
+def test_rl_zoo_train_then_enjoy(
+    tmp_path: Path, algo: str, env_id: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The README's rl-zoo commands on every entry: rl_zoo3.train (with rl-zoo's own evaluation, whose eval env is
     built without the YAML's env_kwargs), then rl_zoo3.enjoy on the run."""
+    env = dict(ENV)
+    if env_id.startswith("LIBERO-"):  # the subprocesses get the assets the way a user gives them
+        assets = request.getfixturevalue("libero_assets")
+        if assets is None:
+            pytest.skip(f"{env_id}: LIBERO's scene assets are not here (../shared/libero-assets)")
+        env["SB3_VLA_LIBERO_ASSETS"] = assets
+        monkeypatch.setenv("SB3_VLA_LIBERO_ASSETS", assets)
     _skip_unless_runnable(env_id)
     log = tmp_path / "logs"
     n, params = _budget(algo, env_id)
     run("-m", "rl_zoo3.train", "--algo", algo, "--env", env_id, "--gym-packages", "sb3_vla",
         "--conf-file", f"zoo_configs/{algo}.yml", "-n", str(n), "--eval-freq", str(n // 2), "--eval-episodes", "1",
-        "-f", str(log), "-params", *params)  # fmt: skip
+        "-f", str(log), "-params", *params, env=env)  # fmt: skip
     run_dir = _run_dir(log, algo, env_id)
     saved = yaml.unsafe_load((run_dir / env_id / "config.yml").read_text())  # rl-zoo dumps an OrderedDict
     assert saved["policy"].startswith("sb3_vla.policies.Residual")
@@ -159,7 +177,7 @@ def test_rl_zoo_train_then_enjoy(tmp_path: Path, algo: str, env_id: str) -> None
 
     steps = 220 if env_id == "Pendulum-v1" else 5
     proc = run("-m", "rl_zoo3.enjoy", "--algo", algo, "--env", env_id, "--gym-packages", "sb3_vla", "-f", str(log),
-               "-n", str(steps), "--no-render", "--deterministic")  # fmt: skip
+               "-n", str(steps), "--no-render", "--deterministic", env=env)  # fmt: skip
     if env_id == "Pendulum-v1":
         assert "Episode Reward:" in proc.stdout and "Episode Length 200" in proc.stdout
 

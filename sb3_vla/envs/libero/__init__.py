@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING, Any
 from sb3_vla.envs.libero.suites import ENV_ID_PREFIX, SUITES, LiberoSuite, all_env_ids, get_suite, parse_env_id
 
 if TYPE_CHECKING:
+    from sb3_vla.envs.libero.cameras import LiberoCamerasWrapper
     from sb3_vla.envs.libero.env import LiberoEnv
 
 __all__ = [
     "ENV_ID_PREFIX",
     "SUITES",
+    "LiberoCamerasWrapper",
     "LiberoEnv",
     "LiberoSuite",
     "all_env_ids",
@@ -26,6 +28,10 @@ def __getattr__(name: str) -> Any:
         from sb3_vla.envs.libero.env import LiberoEnv
 
         return LiberoEnv
+    if name == "LiberoCamerasWrapper":
+        from sb3_vla.envs.libero.cameras import LiberoCamerasWrapper
+
+        return LiberoCamerasWrapper
     if name == "make_libero_env":
         from sb3_vla.envs.libero.make import make_libero_env
 

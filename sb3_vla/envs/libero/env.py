@@ -172,6 +172,28 @@ class LiberoEnv(gym.Env):
                 env.modify_observable(name, "enabled", False)
         self._camera_observables = [f"{CAMERAS[c]}_image" for c in self.cameras]
 
+    def set_cameras(self, cameras: Sequence[str]) -> None:
+        """Narrow the cameras rendered into the observation to a subset of those the env was built with (``()``: the
+        state-only observation); the observation space follows. A camera the env was built without cannot be added
+        (robosuite sets its renderer up at construction)."""
+        wanted = tuple(dict.fromkeys(_camera_name(c) for c in cameras))
+        extra = [c for c in wanted if c not in self.cameras]
+        if extra:
+            raise ValueError(
+                f"cameras {extra} were not rendered when this env was built (cameras={list(self.cameras)}); build it "
+                f"with them (env_kwargs cameras: {list(wanted)}) to add them"
+            )
+        for c in self.cameras:
+            if c not in wanted:
+                self.robosuite_env.modify_observable(f"{CAMERAS[c]}_image", "enabled", False)
+        self.cameras = wanted
+        self._camera_observables = [f"{CAMERAS[c]}_image" for c in wanted]
+        space = self.observation_space
+        assert isinstance(space, spaces.Dict)
+        self.observation_space = spaces.Dict(
+            {k: v for k, v in space.spaces.items() if not k.endswith("_rgb") or k[:-4] in wanted}
+        )
+
     def _set_cameras_enabled(self, enabled: bool) -> None:
         for name in self._camera_observables:
             self.robosuite_env.modify_observable(name, "enabled", enabled)
