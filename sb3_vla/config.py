@@ -30,6 +30,7 @@ import yaml
 from sb3_vla.core.algos import algorithms, residual_policies
 from sb3_vla.core.imports import import_object
 from sb3_vla.literal import parse_config_string
+from sb3_vla.wrappers.config import OBS_WRAPPER_KEYS, RESIDUAL_KEYS
 
 # our batched wrappers, under rl-zoo's vec_env_wrapper key
 VEC_OBS_WRAPPER_NAMES = (
@@ -54,12 +55,9 @@ ZOO_KEYS = {
     *("vec_env_wrapper", "callback", "frame_stack", "env_kwargs", "monitor_kwargs", "noise_type", "noise_std"),
     *("replay_buffer_class", "replay_buffer_kwargs"),
 }
-# Residual knobs accepted from the CLI (-params) and routed into the wrappers' kwargs.
-OBS_WRAPPER_KEYS = ("base", "query_interval", "action_adapter", "drop_keys", "add_action", "nonfinite", "instruction")
-RESIDUAL_KEYS: tuple[str, ...] = ("residual_scale", "absolute_dims", "override_dims", "keep_base_in_obs")
-RESIDUAL_KEYS += ("residual_map", "decision_interval", "residual_penalty")
-OBS_EXTRA_KEYS = ("base_kwargs",)
-KNOB_KEYS = (*OBS_WRAPPER_KEYS, *OBS_EXTRA_KEYS, *RESIDUAL_KEYS)
+# Residual knobs accepted from the CLI (-params) and routed into the wrappers' kwargs: the fields of the one
+# declaration of the wrappers' settings (sb3_vla.wrappers.ResidualConfig).
+KNOB_KEYS = (*OBS_WRAPPER_KEYS, *RESIDUAL_KEYS)
 
 
 def default_conf_dir() -> Path:
@@ -139,7 +137,7 @@ class WrapperStack:
         """Move the residual knobs of ``overrides`` (``-params``: ``residual_scale``, ``query_interval`` ...) into
         the wrappers' kwargs (they are popped from ``overrides``); ``base`` (``--base``) adds the wrappers."""
         for key in list(overrides):
-            if key in OBS_WRAPPER_KEYS or key in OBS_EXTRA_KEYS:
+            if key in OBS_WRAPPER_KEYS:
                 self.obs = {**(self.obs or {}), key: overrides.pop(key)}
             elif key in RESIDUAL_KEYS:
                 self.residual = {**(self.residual or {}), key: overrides.pop(key)}

@@ -26,12 +26,14 @@ import optuna
 from gymnasium import spaces
 from torch import nn
 
+from sb3_vla.core.algos import ALGOS
 from sb3_vla.core.keys import ACTION_KEY, EMBEDDING_KEY
 from sb3_vla.extractor import VLAFeaturesExtractor, classify_key
 
-OFF_POLICY = ("sac", "tqc", "td3", "ddpg")
-ON_POLICY = ("ppo", "a2c")
-TUNABLE = OFF_POLICY + ON_POLICY
+#: the algorithms with a residual search space, split by the algorithm table's off-policy flag
+TUNABLE = ("sac", "tqc", "td3", "ddpg", "ppo", "a2c")
+OFF_POLICY = tuple(name for name in TUNABLE if ALGOS[name].off_policy)
+ON_POLICY = tuple(name for name in TUNABLE if not ALGOS[name].off_policy)
 
 OFF_POLICY_NET_ARCH = {"small": [64, 64], "medium": [256, 256], "big": [400, 300]}
 ON_POLICY_NET_ARCH = {

@@ -25,7 +25,6 @@ Box(-1.0, 1.0, (2,), float32)
 from __future__ import annotations
 
 import base64
-import importlib
 import io
 import json
 import pickle
@@ -37,6 +36,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
+from sb3_vla.core.imports import import_object
 from sb3_vla.sb3_adapter import constructor_parameters
 
 POLICY_SPEC = "policy.json"
@@ -92,10 +92,7 @@ def resolve_class(dotted: str, what: str, trust_remote_code: bool = False) -> ty
             f"{what} names {dotted!r}, outside the modules loaded without opt-in ({', '.join(SAFE_PREFIXES)}); "
             f"pass {OPT_IN} to import it"
         )
-    try:
-        obj = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise ValueError(f"{what}: cannot import {dotted!r} ({e})") from e
+    obj = import_object(f"{module}:{name}", what)
     if not trust_remote_code and not (isinstance(obj, type) and issubclass(obj, _safe_class_kinds())):
         raise UntrustedFileError(
             f"{what} names {dotted!r}, which is not a policy, torch module or optimiser class; pass {OPT_IN} to "
