@@ -241,28 +241,6 @@ def test_obs_keys_spaces_and_info(assets: str) -> None:
 
 
 @pytest.mark.libero
-def test_cameras_wrapper_narrows_the_observation_and_refuses_new_cameras(assets: str) -> None:
-    """LiberoCamerasWrapper (the YAML's state-only entry, applied to rl-zoo's eval env too) drops camera keys."""
-    from sb3_vla.envs.libero import LiberoCamerasWrapper, make_libero_env
-
-    env = make_libero_env(*TASK, image_size=IMAGE, cameras=("agentview", "wrist"), assets_path=assets)
-    try:
-        kept = LiberoCamerasWrapper(env, cameras=["wrist"])
-        assert set(kept.observation_space.spaces) == {"wrist_rgb", "ee_pos", "ee_quat", "gripper_qpos"}
-        obs, _ = kept.reset(seed=0)
-        assert set(obs) == set(kept.observation_space.spaces) and kept.observation_space.contains(obs)
-        state = LiberoCamerasWrapper(kept, cameras=[])
-        obs, *_ = state.step(state.action_space.sample())
-        assert set(obs) == {"ee_pos", "ee_quat", "gripper_qpos"} and state.observation_space.contains(obs)
-        with pytest.raises(ValueError, match=r"cameras \['agentview'\] were not rendered"):
-            LiberoCamerasWrapper(state, cameras=["agentview"])
-    finally:
-        env.close()
-    with pytest.raises(TypeError, match="for LIBERO-"):
-        LiberoCamerasWrapper(gym.make("Pendulum-v1"))
-
-
-@pytest.mark.libero
 def test_agentview_image_is_upright(assets: str) -> None:
     """Our agent-view frame equals MuJoCo's own (upright) renderer's view of the same camera and state."""
     import mujoco
@@ -387,7 +365,31 @@ def test_train_cli_on_a_libero_id(assets: str, tmp_path: Path, monkeypatch: pyte
     main([*args, "--eval-freq", "0", "-params", "learning_starts:20", "batch_size:8", "--seed", "3"])
     run = tmp_path / "sac" / "LIBERO-Goal-7-v0_1"
     cfg = yaml.safe_load((run / "LIBERO-Goal-7-v0" / "config.yml").read_text())
-    assert cfg["env_kwargs"] == {"cameras": []} and cfg["buffer_size"] == 100000
+    assert cfg["env_wrapper"] == [{"sb3_vla.envs.libero.LiberoCamerasWrapper": {"cameras": []}}]
+    assert cfg["buffer_size"] == 100000
     model = SAC.load(run / "LIBERO-Goal-7-v0.zip", device="cpu")
     assert set(model.observation_space.spaces) == {"ee_pos", "ee_quat", "gripper_qpos", "vla_action"}
     assert model.action_space.shape == (7,) and model.num_timesteps == 40
+
+
+@pytest.mark.libero
+def test_cameras_wrapper_narrows_the_observation_and_refuses_new_cameras(assets: str) -> None:
+    """LiberoCamerasWrapper (the YAML's state-only entry, applied to rl-zoo's eval env too) drops camera keys."""
+    from sb3_vla.envs.libero import LiberoCamerasWrapper, make_libero_env
+
+    # its own env, last in this module and never closed: a second renderer in the process must not come before
+    # the frame comparisons above
+    env = _ENVS.setdefault(
+        "narrowed", make_libero_env(*TASK, image_size=IMAGE, cameras=("agentview", "wrist"), assets_path=assets)
+    )
+    kept = LiberoCamerasWrapper(env, cameras=["wrist"])
+    assert set(kept.observation_space.spaces) == {"wrist_rgb", "ee_pos", "ee_quat", "gripper_qpos"}
+    obs, _ = kept.reset(seed=0)
+    assert set(obs) == set(kept.observation_space.spaces) and kept.observation_space.contains(obs)
+    state = LiberoCamerasWrapper(kept, cameras=[])
+    obs, *_ = state.step(state.action_space.sample())
+    assert set(obs) == {"ee_pos", "ee_quat", "gripper_qpos"} and state.observation_space.contains(obs)
+    with pytest.raises(ValueError, match=r"cameras \['agentview'\] were not rendered"):
+        LiberoCamerasWrapper(state, cameras=["agentview"])
+    with pytest.raises(TypeError, match="for LIBERO-"):
+        LiberoCamerasWrapper(gym.make("Pendulum-v1"))

@@ -57,7 +57,10 @@ def test_every_entry_resolves_with_the_zoo_conventions(algo: str) -> None:
         assert "features_extractor_class" not in pk
         # our batched wrappers under rl-zoo's vec_env_wrapper key; per-env wrappers that are not ours under env_wrapper
         assert [next(iter(w)) for w in hp["vec_env_wrapper"]] == [VEC_OBS_WRAPPER, VEC_RESIDUAL_WRAPPER]
-        camera = ["sb3_vla.envs.garment_fold.CameraObservationWrapper"] if env_id == "GarmentFold-v0" else []
+        camera = {
+            "GarmentFold-v0": ["sb3_vla.envs.garment_fold.CameraObservationWrapper"],
+            "LIBERO-Goal-7-v0": ["sb3_vla.envs.libero.LiberoCamerasWrapper"],
+        }.get(env_id, [])
         assert [next(iter(w)) for w in hp.get("env_wrapper", [])] == camera
         cfg = resolve(algo, env_id, hp)
         assert cfg.obs_wrapper_kwargs is not None and "base" in cfg.obs_wrapper_kwargs
