@@ -12,8 +12,9 @@ import importlib.machinery
 import sys
 import warnings
 from types import ModuleType
+from typing import Any
 
-__all__ = ["alias_package", "warn_moved"]
+__all__ = ["alias_package", "moved_attribute", "warn_moved"]
 
 
 def warn_moved(old: str, new: str, stacklevel: int = 3) -> None:
@@ -54,3 +55,17 @@ def alias_package(old: str, new: str) -> None:
     """Serve the submodules of package ``old`` from package ``new`` (call it from ``old/__init__.py``)."""
     if not any(isinstance(f, _AliasFinder) and f.old == old for f in sys.meta_path):
         sys.meta_path.insert(0, _AliasFinder(old, new))
+
+
+def moved_attribute(module: str, moved: dict[str, str], name: str) -> Any:
+    """A module ``__getattr__`` body: serve ``name`` from its new home ``moved[name]`` (``package.module.Name``)
+    with a warning, or raise ``AttributeError`` as Python does.
+
+    Use in the old module: ``def __getattr__(name): return moved_attribute(__name__, _MOVED, name)``.
+    """
+    if name not in moved:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    new = moved[name]
+    warn_moved(f"{module}.{name}", new, stacklevel=4)
+    new_module, _, attr = new.rpartition(".")
+    return getattr(importlib.import_module(new_module), attr)

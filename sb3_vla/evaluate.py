@@ -40,12 +40,12 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from sb3_vla.bases.backends.sb3_files import VEC_NORMALIZE_NPZ, UntrustedFileError
 from sb3_vla.bases.backends.sb3_policy import load_sb3_policy
+from sb3_vla.bases.backends.sb3_run import asks_for_trust_remote_code
 from sb3_vla.config import ResolvedConfig, default_conf_dir, load_hyperparams, resolve
 from sb3_vla.core.algos import algorithms
 from sb3_vla.core.options import parse_key_values
 from sb3_vla.evaluation import EpisodeResults, ZeroResidualPolicy, evaluate_episodes, has_residual_wrapper
 from sb3_vla.experiment import build_vec_env, check_env_id, configure_threads, resolve_env_alias
-from sb3_vla.run_folder import asks_for_trust
 
 DEFAULT_EVAL_SEED = 10_000  # sb3_vla.train: --seed 0 + 10000
 #: how a user of ``python -m sb3_vla.evaluate`` / ``sb3_vla.record`` (or of :func:`load_run`) opts in to unpickling
@@ -163,7 +163,7 @@ def load_run(
     algo, env_id = str(args.get("algo", "")), str(args.get("env", ""))
     if algo not in algorithms() or not env_id:
         raise ValueError(f"{str(params_dir / 'args.yml')!r} names no known algo / env (algo={algo!r}, env={env_id!r})")
-    if not trust_remote_code and asks_for_trust([args, config]):
+    if not trust_remote_code and asks_for_trust_remote_code([args, config]):
         raise UntrustedFileError(
             f"run {str(run)!r}: its saved config loads files with trust_remote_code (code from those files would "
             f"run when the env stack is rebuilt); pass {CLI_OPT_IN} if you trust the run folder"

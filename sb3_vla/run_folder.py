@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_vla.bases.backends.sb3_files import POLICY_SPEC, VEC_NORMALIZE_NPZ, save_vec_normalize, write_policy_spec
+from sb3_vla.bases.backends.sb3_run import asks_for_trust_remote_code
 from sb3_vla.checkpoint import guard_write
 from sb3_vla.config import ResolvedConfig, canonical_entry, resolve
 
@@ -86,24 +86,12 @@ def resume_args(args: argparse.Namespace, run_dir: Path, defaults: argparse.Name
         setattr(merged, name, [*(saved.get(name) or []), *now] if name in ("hyperparams", "env_kwargs") else now)
     config_path = found[0].parent / "config.yml"
     saved_config = _read_yaml(config_path, "config") if config_path.is_file() else None
-    if asks_for_trust([saved, saved_config]) and not getattr(args, "trust_remote_code", False):
+    if asks_for_trust_remote_code([saved, saved_config]) and not getattr(args, "trust_remote_code", False):
         raise ValueError(
             f"--resume {str(run_dir)!r}: the run folder's saved config loads files with trust_remote_code (code "
             "from those files would run); add --trust-remote-code to this command if you trust the run folder"
         )
     return merged
-
-
-def asks_for_trust(value: Any) -> bool:
-    """Whether saved data opts in to ``trust_remote_code`` anywhere (a key, or ``?trust_remote_code=...`` in a
-    base spec string)."""
-    if isinstance(value, dict):
-        return any((k == "trust_remote_code" and bool(v)) or asks_for_trust(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(asks_for_trust(v) for v in value)
-    if isinstance(value, str):
-        return re.search(r"trust_remote_code\s*=\s*(?!False\b|0\b|None\b)", value) is not None
-    return False
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

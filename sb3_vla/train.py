@@ -33,7 +33,7 @@ from sb3_vla.base_cost import BaseCostCallback
 from sb3_vla.checkpoint import DiskFullError, ResumableCheckpointCallback, load_latest_checkpoint, save_checkpoint
 from sb3_vla.cli import show_deprecations, train_parser
 from sb3_vla.core.algos import algorithms
-from sb3_vla.deprecation import warn_moved
+from sb3_vla.deprecation import moved_attribute
 from sb3_vla.evaluation import FixedSeedEvalCallback, run_summary
 from sb3_vla.run_checks import check_action_space, check_device, check_env_kwargs, warn_no_updates
 from sb3_vla.run_folder import env_folder_name, frozen_config, resume_args, save_model_files
@@ -80,14 +80,7 @@ _MOVED = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        new = _MOVED[name]
-        warn_moved(f"sb3_vla.train.{name}", new)
-        module, _, attr = new.rpartition(".")
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return moved_attribute(__name__, _MOVED, name)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,12 +36,11 @@ a ``DeprecationWarning``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import warnings
 from typing import Any
 
 from sb3_vla.cli import show_deprecations, tune_parser
-from sb3_vla.deprecation import warn_moved
+from sb3_vla.deprecation import moved_attribute
 
 # name here -> its new home
 _MOVED = {
@@ -86,12 +85,7 @@ def register_zoo_samplers() -> None:
 
 
 def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        new = _MOVED[name]
-        warn_moved(f"sb3_vla.tune.{name}", new)
-        module, _, attr = new.rpartition(".")
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return moved_attribute(__name__, _MOVED, name)
 
 
 def build_parser() -> argparse.ArgumentParser:
