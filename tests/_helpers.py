@@ -64,6 +64,15 @@ class ToyDictEnv(gym.Env):
         return self._obs(), -err, False, truncated, {"instruction": self.instruction, "is_success": err < 0.1}
 
 
+class FailingToyEnv(ToyDictEnv):
+    """:class:`ToyDictEnv` that raises on an action above 10 (out of its space), like an env rejecting bad input."""
+
+    def step(self, action: np.ndarray) -> Any:
+        if np.max(action) > 10:
+            raise ValueError(f"action {np.max(action)} is out of range")
+        return super().step(action)
+
+
 class CountingChunkBase(BaseModel):
     """A base returning chunks ``chunk[k] = obs_state_sum / 10 + k / 10`` and counting its calls."""
 

@@ -6,7 +6,9 @@ The VecEnv contract is checked on SubprocVecEnv and RayVecEnv alike, against a D
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from sb3_vla import VecVLAObservationWrapper, VLAFeaturesExtractor, VLAObservationWrapper, make_residual_vec_env
 from sb3_vla.bases import make_base
-from tests._helpers import CountingChunkBase, ToyDictEnv
+from tests._helpers import CountingChunkBase, FailingToyEnv, ToyDictEnv
 
 ray = pytest.importorskip("ray", reason='Ray is optional: pip install -e ".[ray]"')
 
@@ -26,7 +28,11 @@ from sb3_vla.ray.base_server import parse_ray_spec  # noqa: E402
 
 HORIZON = 5
 TOY = functools.partial(ToyDictEnv, image_size=8, n_points=4, horizon=HORIZON)
-VEC_CLASSES = {"subproc": SubprocVecEnv, "ray": functools.partial(RayVecEnv, num_cpus_per_env=0.5)}
+VEC_CLASSES = {
+    "subproc": SubprocVecEnv,
+    "ray": functools.partial(RayVecEnv, num_cpus_per_env=0.5),  # step over the direct channel
+    "ray_calls": functools.partial(RayVecEnv, num_cpus_per_env=0.5, direct_steps=False),  # every call through Ray
+}
 
 
 def counting_base(observation_space=None, action_space=None, **kwargs) -> CountingChunkBase:
@@ -125,6 +131,44 @@ def test_close_subproc():
 
 
 # ------------------------------------------------------------------------------------------------ Ray-only errors
+@pytest.mark.parametrize("kind", ["ray", "ray_calls"])
+def test_env_error_names_the_env_index_and_the_others_stay_usable(kind):
+    env = make_vec_env(
+        functools.partial(FailingToyEnv, image_size=8, n_points=4), n_envs=2, seed=0, vec_env_cls=VEC_CLASSES[kind]
+    )
+    try:
+        env.reset()
+        bad = np.zeros((2, 3), np.float32)
+        bad[1] = 11.0
+        with pytest.raises(ValueError, match="out of range") as raised:
+            env.step(bad)
+        assert any("env index 1 during step" in note for note in getattr(raised.value, "__notes__", []))
+        obs, rewards, dones, _ = env.step(np.zeros((2, 3), np.float32))  # every env answers the next step
+        assert obs["state"].shape == (2, 4) and rewards.shape == (2,)
+    finally:
+        env.close()
+
+
+def test_unreachable_worker_port_falls_back_to_ray_calls(monkeypatch):
+    import sb3_vla.ray.vec_env as vec_env_module
+
+    def unreachable(address, authkey, connect_timeout_s):
+        raise ConnectionRefusedError(f"connection to {address[0]}:{address[1]} refused")
+
+    monkeypatch.setattr(vec_env_module, "Channel", unreachable)
+    with pytest.warns(UserWarning, match=r"cannot connect to the worker of env index 0 at .*refused.*through Ray"):
+        env = _toy_vec("ray", n_envs=2)
+    try:
+        assert env._channels is None
+        env.seed(123)
+        first = env.reset()["state"]
+        assert env.step(np.full((2, 3), 0.1, np.float32))[0]["state"].shape == (2, 4)
+        env.seed(123)
+        np.testing.assert_array_equal(env.reset()["state"], first)
+    finally:
+        env.close()
+
+
 @pytest.mark.timeout(60)
 def test_unschedulable_worker_times_out_instead_of_hanging():
     with (
@@ -223,11 +267,23 @@ def test_one_server_batches_the_env_workers(wrapped_ray_venv):
     ]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @pytest.mark.timeout(120)
 def test_dead_worker_names_the_env_index_and_close_frees_the_rest(wrapped_ray_venv):
     env = wrapped_ray_venv
     env.reset()
-    ray.kill(env.actors[1])
+    pid = ray.get(env.actors[1].__ray_call__.remote(lambda self: os.getpid()))
+    ray.kill(env.actors[1])  # asynchronous: wait until the process is gone, as after a crash
+    deadline = time.monotonic() + 60
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     with pytest.raises(RayWorkerError, match="env index 1 died during step"):
         env.step(np.zeros((2, 3), np.float32))
     with pytest.raises(RayWorkerError, match="env index 1 died during get_attr"):

@@ -72,7 +72,7 @@ def test_every_entry_resolves_with_the_zoo_conventions(algo: str) -> None:
             # the camera comes from a wrapper, which rl-zoo applies to its eval env too (env_kwargs it drops there)
             assert "rgb_obs" not in cfg.env_kwargs
             assert cfg.other_wrappers == [("sb3_vla.envs.garment_fold.CameraObservationWrapper", {"image_size": 128})]
-            # the residual recipe: pinch-point offsets (0.5 cm x/y, 1.25 mm z, 0.1 on the advance), chunks of 4 env steps
+            # the recipe: pinch-point offsets (0.5 cm x/y, 1.25 mm z, 0.1 on the advance), chunks of 4 env steps
             assert cfg.residual_kwargs is not None and "override_dims" not in cfg.residual_kwargs
             assert cfg.residual_kwargs["residual_map"] == "sb3_vla.envs.garment_fold:PinchResidualMap"
             assert cfg.residual_kwargs["residual_scale"] == [0.005, 0.005, 0.00125, 0.005, 0.005, 0.00125, 0.1]
