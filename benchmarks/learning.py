@@ -138,6 +138,7 @@ class EnvSetup:
     query_interval: int = 1  # base queries every this many env steps (chunk re-use)
     residual_penalty: float = 0.0  # reward cost per env step of a full-scale residual (mean square)
     critic_layer_norm: bool = False  # LayerNorm in the residual policy's Q-networks
+    n_critics: int = 2  # Q-networks of the residual policy; targets and the actor take their minimum (pessimism)
     residual_gate: bool = False  # deterministic actions keep the residual only where Q(s, a) > Q(s, 0)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     emb_env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -332,6 +333,8 @@ def _make_model(setup: EnvSetup, arm: str, algo: str, env: Any, seed: int) -> An
         kwargs = dict(setup.sac_kwargs)
         if arm != "scratch":
             policy_kwargs["critic_layer_norm"] = setup.critic_layer_norm
+            if setup.n_critics != 2:
+                policy_kwargs["n_critics"] = setup.n_critics
             if setup.residual_gate:
                 policy_kwargs["residual_gate"] = True
             if setup.extractor_kwargs.get("mlp_net_arch") == []:
@@ -877,6 +880,8 @@ def _recipe_note(setup: EnvSetup) -> str:
         parts.append(f"warm-up residuals x{setup.warmup_gain:g} before learning_starts")
     parts.append(f"{setup.n_step}-step returns" if setup.n_step > 1 else "1-step returns")
     parts.append("layer-normed critic" if setup.critic_layer_norm else "plain critic")
+    if setup.n_critics != 2:
+        parts.append(f"{setup.n_critics} critics (minimum)")
     if setup.query_interval > 1:
         parts.append(f"base queried every {setup.query_interval} env steps")
     if setup.residual_gate:
@@ -1058,6 +1063,7 @@ RECIPE_KEYS = (
     "warmup_gain",
     "n_step",
     "critic_layer_norm",
+    "n_critics",
     "actor_warmup",
     "query_interval",
     "residual_penalty",
