@@ -79,3 +79,21 @@ def test_residual_overrides_and_variant_tag(tmp_path):
     keys = ["joint_pos", "keypoints", "pinch_pos", "vla_action", "vla_action_mapped", "vla_embedding"]
     assert learning._excluded_keys(setup, "emb_only", keys) == ["joint_pos", "keypoints", "pinch_pos"]
     assert learning._excluded_keys(setup, "residual", keys) == ["vla_embedding"]
+
+
+def test_maniskill_targets_read_the_mean_curves_against_scratch():
+    curves = {
+        ("base", 0): {0: 35.0, 4000: 35.0, 8000: 35.0},
+        ("residual", 0): {0: 35.0, 4000: 60.0, 8000: 90.0},
+        ("scratch", 0): {0: 0.0, 4000: 70.0, 8000: 80.0},
+    }
+    setup = learning.env_setup("ManiSkill-PushCube-v1")
+    text = "\n".join(learning.targets(learning.summarise(curves, 8000, setup.margin), setup))
+    assert "- >= 85% within 100k env steps (mean curve): MET (first at 8000 env steps)." in text
+    assert "up to 50k: NOT MET (3 shared evaluations; level or behind at 4000)." in text
+    assert "worst seed 0, mean curve 0." in text
+    del curves[("scratch", 0)]
+    curves[("residual", 0)][8000] = 80.0
+    text = "\n".join(learning.targets(learning.summarise(curves, 8000, setup.margin), setup))
+    assert "NOT MET (best 80% in 8000 steps; the 100k-step budget was not run)" in text
+    assert "not checkable (no scratch arm)" in text
