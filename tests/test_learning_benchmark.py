@@ -2,6 +2,7 @@
 
 import csv
 
+import numpy as np
 import pytest
 
 from benchmarks import learning
@@ -44,6 +45,19 @@ def test_learning_benchmark_tiny_pendulum(tmp_path):
     # a re-run skips the finished (arm, seed) pairs and leaves the curves as they were
     learning.main(argv)
     assert _rows(csv_path) == rows
+
+    # the critic probe reads the run's last checkpoint (at 100 env steps) and rolls out its deterministic policy
+    from benchmarks import critic_probe
+
+    setup = learning.make_setup("Pendulum-v1", "sac")
+    ckpt = learning.pair_checkpoint_dir(csv_path, "residual", 0)
+    result = critic_probe.probe(setup, ckpt, seed=0, episodes=1)
+    assert result["env_steps"] == 100 and result["oracle"] is None
+    assert result["residual"].shape == (200, 1) and np.all(np.abs(result["residual"]) <= 1.0)
+    assert result["margin"].shape == (200,) and np.isfinite(result["margin"]).all()
+    assert "checkpoint at 100 env steps; 1 deterministic episodes, 200 decisions" in critic_probe.report(result, 1)
+    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+        critic_probe.probe(setup, tmp_path / "none", seed=0, episodes=1)
 
 
 def test_summary_statistics():

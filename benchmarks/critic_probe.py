@@ -1,0 +1,165 @@
+"""What a residual SAC checkpoint of ``benchmarks/learning.py`` does, and what its critic believes.
+
+Loads the last checkpoint of a ``(residual, seed)`` run, rolls out its deterministic policy on the run's evaluation
+episodes, and prints per residual dim the mean |residual| (in units of its bound), its mean (a steady bias) and the
+share of decisions beyond 0.9 of the bound; then the critic's view: ``Q(s, pi(s)) - Q(s, 0)`` over the visited
+states (the minimum over the Q-networks, as SAC's actor reads it). On GarmentFold-v0 with the scripted folder it
+also compares the policy with the oracle pinch correction of ``benchmarks/garment_headroom.py`` (the correction
+that cancels the folder's perception error): their correlation per x/y dim, and ``Q(s, oracle) - Q(s, 0)``.
+
+Run with the flags the learning run used (they rebuild its env and model), e.g.::
+
+    python benchmarks/critic_probe.py --env GarmentFold-v0 --tag recipe_utd4 --hyperparams gradient_steps:4
+
+Prints only (the readings go into the learning run's RESULTS.md note).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import learning  # noqa: E402 - after the path fix
+
+
+def _oracle(raw: Any, scale: np.ndarray) -> np.ndarray:
+    """The oracle pinch correction as a residual in [-1, 1] (x/y of each active hand; z and advance 0)."""
+    from sb3_vla.envs.garment_fold.oracle import oracle_offsets
+    from sb3_vla.envs.garment_fold.scripted import SIDES
+
+    out = np.zeros(7, np.float32)
+    offsets = oracle_offsets(raw)
+    for i, side in enumerate(SIDES):
+        if side in offsets:
+            out[3 * i : 3 * i + 2] = np.clip(np.asarray(offsets[side]) / scale[3 * i : 3 * i + 2], -1.0, 1.0)
+    return out
+
+
+def probe(setup: learning.EnvSetup, checkpoint_dir: Path, seed: int, episodes: int) -> dict[str, Any]:
+    """Roll out the checkpoint's deterministic policy; return its residuals, the critic's margins and (GarmentFold
+    with the scripted base) the oracle's residuals and margins."""
+    import torch as th
+
+    th.set_num_threads(1)
+    env = learning._make_env(setup, "residual", 1, 10_000 + 100 * seed, "dummy")
+    model = learning._make_model(setup, "residual", "sac", env, seed)
+    steps = learning.resume_pair(model, checkpoint_dir, setup.decision_interval)
+    if steps <= 0:
+        raise FileNotFoundError(f"no checkpoint in {checkpoint_dir}: run benchmarks/learning.py with these flags first")
+    inner = env
+    while not hasattr(inner, "envs"):
+        inner = inner.venv
+    raw = inner.envs[0].unwrapped
+    with_oracle = setup.env_id == "GarmentFold-v0" and setup.base == "scripted"
+    scale = np.broadcast_to(np.asarray(setup.residual_scale, dtype=np.float64), env.action_space.shape)
+
+    def q(obs_t: Any, action: np.ndarray) -> float:
+        with th.no_grad():
+            values = model.critic(obs_t, th.as_tensor(action[None], dtype=th.float32))
+            return float(th.min(th.cat(values, dim=1)))
+
+    residuals, oracles, margins, oracle_margins = [], [], [], []
+    env.seed(10_000 + 100 * seed)
+    obs = env.reset()
+    successes: list[bool] = []
+    success = False
+    while len(successes) < episodes:
+        action = model.predict(obs, deterministic=True)[0]
+        obs_t = model.policy.obs_to_tensor(obs)[0]
+        zero = np.zeros(action.shape[1], np.float32)
+        residuals.append(action[0].copy())
+        margins.append(q(obs_t, action[0]) - q(obs_t, zero))
+        if with_oracle:
+            oracle = _oracle(raw, np.asarray(scale))
+            oracles.append(oracle)
+            oracle_margins.append(q(obs_t, oracle) - q(obs_t, zero))
+        obs, _, dones, infos = env.step(action)
+        success |= bool(infos[0].get("is_success", False))
+        if dones[0]:
+            successes.append(success)
+            success = False
+    env.close()
+    return dict(
+        env_steps=steps,
+        success=float(np.mean(successes)),
+        residual=np.stack(residuals),
+        margin=np.array(margins),
+        oracle=np.stack(oracles) if oracles else None,
+        oracle_margin=np.array(oracle_margins) if oracles else None,
+    )
+
+
+def _fmt(values: np.ndarray) -> str:
+    return "[" + ", ".join(f"{float(v):.2f}" for v in values) + "]"
+
+
+def report(result: dict[str, Any], episodes: int) -> str:
+    """The readings of :func:`probe` as text."""
+    r = result["residual"]
+    lines = [
+        f"checkpoint at {result['env_steps']} env steps; {episodes} deterministic episodes, {len(r)} decisions, "
+        f"success {100 * result['success']:.0f}%",
+        f"mean |residual| per dim (of its bound): {_fmt(np.abs(r).mean(0))}",
+        f"mean residual per dim: {_fmt(r.mean(0))}",
+        f"share beyond 0.9 of the bound: {_fmt((np.abs(r) > 0.9).mean(0))}",
+        f"Q(s, pi) - Q(s, 0): mean {result['margin'].mean():+.3f}, > 0 on {100 * (result['margin'] > 0).mean():.0f}% "
+        "of states",
+    ]
+    if result["oracle"] is not None:
+        o = result["oracle"]
+        moving = np.abs(o[:, [0, 1, 3, 4]]).sum(1) > 0
+        for d in (0, 1, 3, 4):
+            a, b = r[moving, d], o[moving, d]
+            corr = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+            lines.append(f"dim {d}: correlation with the oracle over {int(moving.sum())} decisions = {corr:+.2f}")
+        m = result["oracle_margin"][moving]
+        lines.append(
+            f"Q(s, oracle) - Q(s, 0) where the oracle moves: mean {m.mean():+.3f}, > 0 on {100 * (m > 0).mean():.0f}%"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--env", required=True)
+    p.add_argument("--tag", default="", help="the learning run's --tag")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes", type=int, default=4)
+    p.add_argument("--recipe", nargs="*", default=[])
+    p.add_argument("--hyperparams", nargs="*", default=[])
+    p.add_argument("--residual-scale", default=None)
+    p.add_argument("--residual-map", default=None)
+    p.add_argument("--base", default=None)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = p.parse_args(argv)
+    import sb3_vla  # noqa: F401 - registers the envs
+
+    setup = learning.make_setup(
+        args.env,
+        "sac",
+        hyperparams=args.hyperparams,
+        residual_map=args.residual_map,
+        residual_scale=args.residual_scale,
+        recipe=args.recipe,
+        base=args.base,
+    )
+    stem = f"{args.env}_sac{'_' + args.tag if args.tag else ''}".replace("/", "_")
+    result = probe(setup, learning.pair_checkpoint_dir(args.out / f"{stem}.csv", "residual", args.seed), args.seed,
+                   args.episodes)  # fmt: skip
+    text = report(result, args.episodes)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
