@@ -1,11 +1,14 @@
 """What a residual SAC checkpoint of ``benchmarks/learning.py`` does, and what its critic believes.
 
 Loads the last checkpoint of a ``(residual, seed)`` run, rolls out its deterministic policy on the run's evaluation
-episodes, and prints per residual dim the mean |residual| (in units of its bound), its mean (a steady bias) and the
-share of decisions beyond 0.9 of the bound; then the critic's view: ``Q(s, pi(s)) - Q(s, 0)`` over the visited
-states (the minimum over the Q-networks, as SAC's actor reads it). On GarmentFold-v0 with the scripted folder it
-also compares the policy with the oracle pinch correction of ``benchmarks/garment_headroom.py`` (the correction
-that cancels the folder's perception error): their correlation per x/y dim, and ``Q(s, oracle) - Q(s, 0)``.
+episodes, and prints the episodes' returns (successes and failures apart: a residual that raises the return but
+not the success rate has found a gap in the reward), per residual dim the mean |residual| (in units of its bound),
+its mean (a steady bias) and the share of decisions beyond 0.9 of the bound; then the critic's view: its value of
+each episode's first decision against the discounted return that followed (over-estimation), and
+``Q(s, pi(s)) - Q(s, 0)`` over the visited states (the minimum over the Q-networks, as SAC's actor reads it).
+On GarmentFold-v0 with the scripted folder it also compares the policy with the oracle pinch correction of
+``benchmarks/garment_headroom.py`` (the correction that cancels the folder's perception error): their correlation
+per x/y dim, and ``Q(s, oracle) - Q(s, 0)``.
 
 Run with the flags the learning run used (they rebuild its env and model), e.g.::
 
@@ -68,30 +71,40 @@ def probe(setup: learning.EnvSetup, checkpoint_dir: Path, seed: int, episodes: i
             values = model.critic(obs_t, th.as_tensor(action[None], dtype=th.float32))
             return float(th.min(th.cat(values, dim=1)))
 
-    residuals, oracles, margins, oracle_margins = [], [], [], []
+    residuals, oracles, margins, oracle_margins, first_q = [], [], [], [], []
     env.seed(10_000 + 100 * seed)
     obs = env.reset()
     successes: list[bool] = []
-    success = False
+    returns: list[tuple[float, float]] = []  # per episode: the return, and discounted by the run's gamma per decision
+    success, ret, disc, t = False, 0.0, 0.0, 0
+    gamma = float(setup.sac_kwargs.get("gamma", 0.99))
     while len(successes) < episodes:
         action = model.predict(obs, deterministic=True)[0]
         obs_t = model.policy.obs_to_tensor(obs)[0]
         zero = np.zeros(action.shape[1], np.float32)
         residuals.append(action[0].copy())
-        margins.append(q(obs_t, action[0]) - q(obs_t, zero))
+        q_pi = q(obs_t, action[0])
+        margins.append(q_pi - q(obs_t, zero))
+        if t == 0:
+            first_q.append(q_pi)
         if with_oracle:
             oracle = _oracle(raw, np.asarray(scale))
             oracles.append(oracle)
             oracle_margins.append(q(obs_t, oracle) - q(obs_t, zero))
-        obs, _, dones, infos = env.step(action)
+        obs, rewards, dones, infos = env.step(action)
         success |= bool(infos[0].get("is_success", False))
+        ret, disc, t = ret + float(rewards[0]), disc + gamma**t * float(rewards[0]), t + 1
         if dones[0]:
             successes.append(success)
-            success = False
+            returns.append((ret, disc))
+            success, ret, disc, t = False, 0.0, 0.0, 0
     env.close()
     return dict(
         env_steps=steps,
         success=float(np.mean(successes)),
+        successes=np.array(successes),
+        returns=np.array(returns),
+        first_q=np.array(first_q),
         residual=np.stack(residuals),
         margin=np.array(margins),
         oracle=np.stack(oracles) if oracles else None,
@@ -103,15 +116,27 @@ def _fmt(values: np.ndarray) -> str:
     return "[" + ", ".join(f"{float(v):.2f}" for v in values) + "]"
 
 
+def _returns_line(successes: np.ndarray, returns: np.ndarray) -> str:
+    parts = []
+    for name, mask in (("successes", successes), ("failures", ~successes)):
+        if mask.any():
+            ret, disc = returns[mask].mean(0)
+            parts.append(f"{name} {ret:+.2f} (discounted {disc:+.2f})")
+    return "mean episode return: " + ", ".join(parts)
+
+
 def report(result: dict[str, Any], episodes: int) -> str:
     """The readings of :func:`probe` as text."""
     r = result["residual"]
     lines = [
         f"checkpoint at {result['env_steps']} env steps; {episodes} deterministic episodes, {len(r)} decisions, "
         f"success {100 * result['success']:.0f}%",
+        _returns_line(result["successes"], result["returns"]),
         f"mean |residual| per dim (of its bound): {_fmt(np.abs(r).mean(0))}",
         f"mean residual per dim: {_fmt(r.mean(0))}",
         f"share beyond 0.9 of the bound: {_fmt((np.abs(r) > 0.9).mean(0))}",
+        f"critic at each episode's first decision: Q(s0, pi) {result['first_q'].mean():+.2f} against the discounted "
+        f"return that followed {result['returns'][:, 1].mean():+.2f} (mean over episodes)",
         f"Q(s, pi) - Q(s, 0): mean {result['margin'].mean():+.3f}, > 0 on {100 * (result['margin'] > 0).mean():.0f}% "
         "of states",
     ]

@@ -325,12 +325,20 @@ def _make_model(setup: EnvSetup, arm: str, algo: str, env: Any, seed: int) -> An
         features_extractor_class=VLAFeaturesExtractor,
         features_extractor_kwargs={**setup.extractor_kwargs, "exclude_keys": exclude},
     )
-    if algo == "sac":
+    if algo in ("sac", "tqc"):
         from sb3_vla.buffers import ResidualReplayBuffer
 
         policy_kwargs["net_arch"] = list(setup.net_arch)
         policy: Any = "MultiInputPolicy" if arm == "scratch" else ResidualSACPolicy
-        kwargs = dict(setup.sac_kwargs)
+        kwargs = dict(setup.sac_kwargs)  # TQC takes SAC's settings (plus top_quantiles_to_drop_per_net)
+        algo_class: Any = SAC
+        if algo == "tqc":
+            from sb3_contrib import TQC
+
+            from sb3_vla import ResidualTQCPolicy
+
+            algo_class = TQC
+            policy = "MultiInputPolicy" if arm == "scratch" else ResidualTQCPolicy
         if arm != "scratch":
             policy_kwargs["critic_layer_norm"] = setup.critic_layer_norm
             if setup.n_critics != 2:
@@ -341,7 +349,7 @@ def _make_model(setup: EnvSetup, arm: str, algo: str, env: Any, seed: int) -> An
                 policy_kwargs["share_features_extractor"] = True
             kwargs["replay_buffer_class"] = ResidualReplayBuffer
             kwargs["replay_buffer_kwargs"] = dict(n_steps=setup.n_step, gamma=kwargs.get("gamma", 0.99))
-        return SAC(policy, env, seed=seed, verbose=0, policy_kwargs=policy_kwargs, **kwargs)
+        return algo_class(policy, env, seed=seed, verbose=0, policy_kwargs=policy_kwargs, **kwargs)
     policy_kwargs["net_arch"] = dict(pi=list(setup.net_arch), vf=list(setup.net_arch))
     policy = "MultiInputPolicy" if arm == "scratch" else ResidualActorCriticPolicy
     return PPO(policy, env, seed=seed, verbose=0, policy_kwargs=policy_kwargs, **setup.ppo_kwargs)
@@ -926,7 +934,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--env", default="Pendulum-v1", help="Pendulum-v1, GarmentFold-v0, ManiSkill-<task> or LIBERO-Goal-7-v0"
     )
-    p.add_argument("--algo", default="sac", choices=["sac", "ppo"])
+    p.add_argument(
+        "--algo", default="sac", choices=["sac", "tqc", "ppo"], help="tqc: sb3-contrib's TQC, SAC's settings"
+    )
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     p.add_argument("--seed-offset", type=int, default=0)
     p.add_argument("--steps", type=int, default=5000, help="env steps per (arm, seed)")
@@ -1113,7 +1123,7 @@ def apply_overrides(setup: EnvSetup, algo: str, env_kwargs: Sequence[str], hyper
     from sb3_vla.core.options import parse_key_values
 
     setup.env_kwargs = {**setup.env_kwargs, **parse_key_values(list(env_kwargs))}
-    target = setup.sac_kwargs if algo == "sac" else setup.ppo_kwargs
+    target = setup.ppo_kwargs if algo == "ppo" else setup.sac_kwargs
     target.update(parse_key_values(list(hyperparams)))
 
 
