@@ -1,4 +1,4 @@
-"""What a residual SAC checkpoint of ``benchmarks/learning.py`` does, and what its critic believes.
+"""What a residual SAC (or TQC) checkpoint of ``benchmarks/learning.py`` does, and what its critic believes.
 
 Loads the last checkpoint of a ``(residual, seed)`` run, rolls out its deterministic policy on the run's evaluation
 episodes, and prints the episodes' returns (successes and failures apart: a residual that raises the return but
@@ -48,14 +48,17 @@ def _oracle(raw: Any, scale: np.ndarray) -> np.ndarray:
     return out
 
 
-def probe(setup: learning.EnvSetup, checkpoint_dir: Path, seed: int, episodes: int) -> dict[str, Any]:
+def probe(
+    setup: learning.EnvSetup, checkpoint_dir: Path, seed: int, episodes: int, algo: str = "sac"
+) -> dict[str, Any]:
     """Roll out the checkpoint's deterministic policy; return its residuals, the critic's margins and (GarmentFold
-    with the scripted base) the oracle's residuals and margins."""
+    with the scripted base) the oracle's residuals and margins. ``algo``: ``sac`` (the value is the minimum over
+    the Q-networks) or ``tqc`` (the mean of the quantiles TQC keeps, its top ones per net dropped)."""
     import torch as th
 
     th.set_num_threads(1)
     env = learning._make_env(setup, "residual", 1, 10_000 + 100 * seed, "dummy")
-    model = learning._make_model(setup, "residual", "sac", env, seed)
+    model = learning._make_model(setup, "residual", algo, env, seed)
     steps = learning.resume_pair(model, checkpoint_dir, setup.decision_interval)
     if steps <= 0:
         raise FileNotFoundError(f"no checkpoint in {checkpoint_dir}: run benchmarks/learning.py with these flags first")
@@ -69,6 +72,9 @@ def probe(setup: learning.EnvSetup, checkpoint_dir: Path, seed: int, episodes: i
     def q(obs_t: Any, action: np.ndarray) -> float:
         with th.no_grad():
             values = model.critic(obs_t, th.as_tensor(action[None], dtype=th.float32))
+            if algo == "tqc":  # (1, nets, quantiles): sort all, drop the top ones, as TQC's target does
+                kept = values.shape[1] * (values.shape[2] - model.top_quantiles_to_drop_per_net)
+                return float(th.sort(values.reshape(-1))[0][:kept].mean())
             return float(th.min(th.cat(values, dim=1)))
 
     residuals, oracles, margins, oracle_margins, first_q = [], [], [], [], []
@@ -157,6 +163,7 @@ def report(result: dict[str, Any], episodes: int) -> str:
 def main(argv: Sequence[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--env", required=True)
+    p.add_argument("--algo", default="sac", choices=["sac", "tqc"])
     p.add_argument("--tag", default="", help="the learning run's --tag")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--episodes", type=int, default=4)
@@ -171,16 +178,16 @@ def main(argv: Sequence[str] | None = None) -> str:
 
     setup = learning.make_setup(
         args.env,
-        "sac",
+        args.algo,
         hyperparams=args.hyperparams,
         residual_map=args.residual_map,
         residual_scale=args.residual_scale,
         recipe=args.recipe,
         base=args.base,
     )
-    stem = f"{args.env}_sac{'_' + args.tag if args.tag else ''}".replace("/", "_")
-    result = probe(setup, learning.pair_checkpoint_dir(args.out / f"{stem}.csv", "residual", args.seed), args.seed,
-                   args.episodes)  # fmt: skip
+    stem = f"{args.env}_{args.algo}{'_' + args.tag if args.tag else ''}".replace("/", "_")
+    checkpoint_dir = learning.pair_checkpoint_dir(args.out / f"{stem}.csv", "residual", args.seed)
+    result = probe(setup, checkpoint_dir, args.seed, args.episodes, args.algo)
     text = report(result, args.episodes)
     print(text)
     return text
