@@ -185,8 +185,8 @@ def main(argv: Sequence[str] | None = None) -> str:
         recipe=args.recipe,
         base=args.base,
     )
-    stem = f"{args.env}_{args.algo}{'_' + args.tag if args.tag else ''}".replace("/", "_")
-    checkpoint_dir = learning.pair_checkpoint_dir(args.out / f"{stem}.csv", "residual", args.seed)
+    csv_path = args.out / f"{learning.run_stem(args.env, args.algo, args.tag)}.csv"
+    checkpoint_dir = learning.pair_checkpoint_dir(csv_path, "residual", args.seed)
     result = probe(setup, checkpoint_dir, args.seed, args.episodes, args.algo)
     text = report(result, args.episodes)
     print(text)

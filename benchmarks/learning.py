@@ -463,6 +463,11 @@ def run_pair(
     eval_env.close()
 
 
+def run_stem(env_id: str, algo: str, tag: str = "") -> str:
+    """The file stem of a run's CSV and plots: ``<env>_<algo>[_<tag>]``."""
+    return f"{env_id}_{algo}{'_' + tag if tag else ''}".replace("/", "_")
+
+
 def pair_checkpoint_dir(csv_path: Path, arm: str, seed: int) -> Path:
     """Where an (arm, seed) run keeps its last checkpoint (model, optimisers, replay buffer), beside the CSV."""
     return csv_path.parent / "checkpoints" / csv_path.stem / f"{arm}_seed{seed}"
@@ -994,7 +999,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if bad:
         p.error(f"unknown arms {bad}; choose from {list(ARMS)}")
     args.eval_every = args.eval_every or max(1, args.steps // 10)
-    tag = f"{args.env}_{args.algo}{'_' + args.tag if args.tag else ''}".replace("/", "_")
+    tag = run_stem(args.env, args.algo, args.tag)
     args.section = f"learning_{tag}"
     args.csv = args.out / f"{tag}.csv"
     args.png = args.out / f"{tag}.png"
