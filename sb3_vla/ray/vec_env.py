@@ -120,7 +120,7 @@ class EnvWorker:
         return str(ray.util.get_node_ip_address())
 
     def open_channel(self, authkey: bytes) -> tuple[str, int]:
-        """Listen for the driver's direct connection (``step`` calls) on this node; return its address."""
+        """Listen for the driver's direct connection (its env calls) on this node; return its address."""
         return ChannelServer(self._answer).open(authkey, self.node())
 
     def _answer(self, method: str, args: tuple[Any, ...]) -> Any:
@@ -145,11 +145,11 @@ class RayVecEnv(VecEnv):
     :param num_cpus_per_env: CPUs each env actor reserves.
     :param num_gpus_per_env: GPUs each env actor reserves (GPU simulators).
     :param timeout_s: seconds any call may take before :class:`~sb3_vla.ray.RayWorkerError` is raised.
+    :param start_timeout_s: seconds the actors may take to start (scheduling, imports, env construction).
     :param direct_steps: send the env calls (``step``, ``reset``, ``env_method`` ...) over a direct TCP connection
         to each actor, opened through Ray and authenticated with a random key (a fraction of a Ray call's cost);
         ``False`` makes them Ray actor calls. Where the driver cannot reach a worker's port it warns and uses Ray
         calls.
-    :param start_timeout_s: seconds the actors may take to start (scheduling, imports, env construction).
     :param actor_options: more ``ray.remote`` options for the env actors (``resources``, ``runtime_env`` ...).
     :param ray_init_kwargs: keyword arguments for ``ray.init`` when this class starts or joins the cluster.
 
