@@ -11,8 +11,8 @@ Four measurements, each a ratio taken within this run, with the compared set-ups
 0. The transport's cost per step: one Pendulum-v1 env in ``SubprocVecEnv``, in ``RayVecEnv`` (calls over its
    direct channel) and in ``RayVecEnv(direct_steps=False)`` (Ray actor calls).
 1. GarmentFold-v0 env steps/s (``--base scripted``, the whole residual stack, zero residual) with 1 and 2 workers:
-   :class:`~sb3_vla.ray.RayVecEnv` against ``SubprocVecEnv`` (and with ``step`` as Ray calls). Target: Ray within
-   10%.
+   :class:`~sb3_vla.ray.RayVecEnv` against ``SubprocVecEnv`` (and with every call as a Ray actor call). Target:
+   Ray within 10%.
 2. A base with a fixed 100 ms latency per call whatever the batch size (a ``time.sleep``, the idealised GPU at
    small batch), one copy of it in one server, queried by 8 Ray env workers (Pendulum-v1, so that the env is not
    the bottleneck) through their own observation wrapper: the served base with dynamic batching (``max_batch=8``)
@@ -106,19 +106,26 @@ def garment_stack(raw: Any) -> Any:
     return VecResidualActionWrapper(VecVLAObservationWrapper(raw, "scripted"), residual_scale=0.1)  # zero residual
 
 
-def overhead_ms(rounds: int, steps: int = 500) -> dict[str, float]:
-    """Part 0: ms per step of one Pendulum-v1 env (whose own step costs microseconds): the transport's cost."""
-    from stable_baselines3.common.env_util import make_vec_env
+def vec_kinds() -> dict[str, dict[str, Any]]:
+    """The compared VecEnvs as ``make_vec_env`` keyword arguments: SubprocVecEnv, RayVecEnv (calls over its direct
+    channel) and RayVecEnv with Ray actor calls. Half a logical CPU per actor, so both Ray set-ups' actors fit the
+    2-CPU local cluster at once."""
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
     from sb3_vla.ray import RayVecEnv
 
-    kinds: dict[str, dict[str, Any]] = {
+    return {
         "subproc": dict(vec_env_cls=SubprocVecEnv),
         "ray": dict(vec_env_cls=RayVecEnv, vec_env_kwargs=dict(num_cpus_per_env=0.5)),
         "ray calls": dict(vec_env_cls=RayVecEnv, vec_env_kwargs=dict(num_cpus_per_env=0.5, direct_steps=False)),
     }
-    venvs = {k: make_vec_env("Pendulum-v1", n_envs=1, seed=0, **kw) for k, kw in kinds.items()}
+
+
+def overhead_ms(rounds: int, steps: int = 500) -> dict[str, float]:
+    """Part 0: ms per step of one Pendulum-v1 env (whose own step costs microseconds): the transport's cost."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venvs = {k: make_vec_env("Pendulum-v1", n_envs=1, seed=0, **kw) for k, kw in vec_kinds().items()}
     rates = _alternate(venvs, dict.fromkeys(venvs, steps), rounds)
     for venv in venvs.values():
         venv.close()
@@ -130,31 +137,11 @@ def overhead_ms(rounds: int, steps: int = 500) -> dict[str, float]:
 def env_rates(rounds: int, steps: int) -> tuple[dict[int, dict[str, float]], Any]:
     """Part 1: GarmentFold-v0 steps/s, Ray vs Subproc, 1 and 2 workers; also returns the 2-worker raw RayVecEnv."""
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import SubprocVecEnv
-
-    from sb3_vla.ray import RayVecEnv
 
     rates: dict[int, dict[str, float]] = {}
     keep = None
     for n in (1, 2):
-        raws = {
-            "subproc": make_vec_env("GarmentFold-v0", n_envs=n, seed=0, vec_env_cls=SubprocVecEnv),
-            # half a logical CPU per actor: both Ray set-ups' actors fit the 2-CPU local cluster at once
-            "ray": make_vec_env(
-                "GarmentFold-v0",
-                n_envs=n,
-                seed=0,
-                vec_env_cls=RayVecEnv,  # type: ignore[arg-type]
-                vec_env_kwargs=dict(num_cpus_per_env=0.5),
-            ),
-            "ray calls": make_vec_env(
-                "GarmentFold-v0",
-                n_envs=n,
-                seed=0,
-                vec_env_cls=RayVecEnv,  # type: ignore[arg-type]
-                vec_env_kwargs=dict(num_cpus_per_env=0.5, direct_steps=False),  # Ray actor calls, as before
-            ),
-        }
+        raws = {k: make_vec_env("GarmentFold-v0", n_envs=n, seed=0, **kw) for k, kw in vec_kinds().items()}
         stacks = {k: garment_stack(v) for k, v in raws.items()}
         rates[n] = _alternate(stacks, dict.fromkeys(stacks, steps), rounds)
         print(f"  {n} worker(s): " + ", ".join(f"{k} {v:.1f} steps/s" for k, v in rates[n].items()), flush=True)
