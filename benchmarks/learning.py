@@ -33,6 +33,7 @@ import argparse
 import csv
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 # run as a script from anywhere (`python benchmarks/learning.py`): import the repo's packages, and drop the script's
@@ -126,7 +128,9 @@ class EnvSetup:
     emb_base: Callable[[], Any] | str | None  # base with an embedding (None: embedding arms not applicable)
     emb_note: str
     residual_scale: float | tuple[float, ...]
-    residual_map: str | None = None  # compose the residual in another space (ResidualMap spec), None: action space
+    # compose the residual in another space (a ResidualMap spec: "module:Name" or {"module:Name": kwargs}), None: the
+    # env's action space
+    residual_map: str | dict[str, dict[str, Any]] | None = None
     absolute_dims: tuple[int, ...] = ()
     override_dims: tuple[int, ...] = ()  # full-authority residual dims that start from the base (e.g. a mode switch)
     actor_warmup: int = 0  # residual arms: env steps before the actor trains (critic burn-in, ActorWarmupCallback)
@@ -520,6 +524,7 @@ def make_setup(
     actor_warmup: int | None = None,
     recipe: Sequence[str] = (),
     base: str | None = None,
+    ignore_keys: Sequence[str] = (),
 ) -> EnvSetup:
     """:func:`env_setup` with the CLI's overrides (rebuilt in each worker: a setup holds unpicklable factories)."""
     setup = env_setup(env_id)
@@ -529,13 +534,19 @@ def make_setup(
     if absolute_dims is not None:
         setup.absolute_dims = tuple(int(d) for d in absolute_dims.split(",") if d.strip())
     if residual_map is not None:
-        setup.residual_map = None if residual_map.lower() == "none" else residual_map
+        # "none", "module:Name", or YAML {"module:Name": {kwarg: value}}
+        setup.residual_map = None if residual_map.lower() == "none" else yaml.safe_load(residual_map)
     if residual_scale is not None:
         setup.residual_scale = parse_scale(residual_scale)
     if actor_warmup is not None:
         setup.actor_warmup = int(actor_warmup)
     apply_overrides(setup, algo, env_kwargs, hyperparams)
+    setup.ignore_keys = tuple(dict.fromkeys([*setup.ignore_keys, *ignore_keys]))
     return setup
+
+
+def _kwargs_text(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
 def parse_scale(text: str) -> float | tuple[float, ...]:
@@ -750,11 +761,12 @@ def table(
         + (f" --n-envs {args.n_envs}" if args.n_envs != 1 else "")
         + (f" --env-kwargs {' '.join(args.env_kwargs)}" if args.env_kwargs else "")
         + (f" --hyperparams {' '.join(args.hyperparams)}" if args.hyperparams else "")
-        + (f" --residual-map {args.residual_map}" if args.residual_map else "")
+        + (f" --residual-map {shlex.quote(args.residual_map)}" if args.residual_map else "")
         + (f" --residual-scale {args.residual_scale}" if args.residual_scale else "")
         + (f" --actor-warmup {args.actor_warmup}" if args.actor_warmup is not None else "")
         + (f" --base {args.base}" if args.base else "")
         + (f" --recipe {' '.join(args.recipe)}" if args.recipe else "")
+        + (f" --ignore-keys {' '.join(args.ignore_keys)}" if args.ignore_keys else "")
         + (f" --tag {args.tag}" if args.tag else "")
         + "`",
         f"(curves: `{_rel(args.csv)}`, plot: `{_rel(args.png)}`).",
@@ -886,7 +898,9 @@ def _scale_note(scale: float | tuple[float, ...]) -> str:
 
 def _dims_note(setup: EnvSetup) -> str:
     if setup.residual_map:
-        return f", composed through `{setup.residual_map}` (the residual's own dims and units)"
+        spec = setup.residual_map
+        text = spec if isinstance(spec, str) else ", ".join(f"{k}({_kwargs_text(v)})" for k, v in spec.items())
+        return f", composed through `{text}` (the residual's own dims and units)"
     notes = []
     if setup.absolute_dims:
         notes.append(f"absolute dims {list(setup.absolute_dims)}")
@@ -988,6 +1002,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the action arms' base spec instead of the env's (e.g. small-vla:garment_fold; on Pendulum-v1 "
         "pendulum-bias:0 for the near-optimal controller)",
     )
+    p.add_argument(
+        "--ignore-keys",
+        nargs="*",
+        default=[],
+        metavar="KEY",
+        help="observation keys no arm's policy reads, beside the env's (e.g. joint_pos joint_vel vla_action)",
+    )
     p.add_argument("--tag", default="", help="suffix of the CSV, plot and RESULTS.md section names (a variant)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--results-md", type=Path, default=None, help="RESULTS.md to write (default benchmarks/)")
@@ -1019,6 +1040,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         actor_warmup=args.actor_warmup,
         recipe=args.recipe,
         base=args.base,
+        ignore_keys=args.ignore_keys,
     )
     setup = make_setup(args.env, args.algo, **overrides)
     not_applicable = {}

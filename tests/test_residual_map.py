@@ -20,7 +20,7 @@ from sb3_vla import make_residual_vec_env
 from sb3_vla.bases import VLABatch
 from sb3_vla.bases.backends.sb3_policy import make_sb3_base
 from sb3_vla.envs.garment_fold import PINCH_RESIDUAL_SCALE, GarmentFoldEnv, PinchResidualMap
-from sb3_vla.envs.garment_fold.scripted import CARRY, DESCEND
+from sb3_vla.envs.garment_fold.scripted import CARRY, CLOSE, DESCEND
 from sb3_vla.wrappers import (
     MAPPED_ACTION_KEY,
     ResidualActionWrapper,
@@ -103,6 +103,46 @@ def test_vec_wrapper_with_map_hides_base_and_keeps_terminal_obs_consistent() -> 
         obs, _, dones, infos = venv.step(np.zeros((2, 7), np.float32))
     assert dones.all() and set(infos[0]["terminal_observation"]) == keys and set(obs) == keys
     venv.close()
+
+
+def test_task_points_name_the_stage_grasp_and_place_points() -> None:
+    env = GarmentFoldEnv(pcd_points=0, task_points_obs=True)
+    obs, _ = env.reset(seed=1)
+    assert env.observation_space.contains(obs) and obs["task_points"].shape == (12,)
+    pts = obs["task_points"].reshape(2, 2, 3)
+    # stage 0 folds the left sleeve with the left hand; the idle right hand repeats its own pinch point
+    np.testing.assert_allclose(pts[0, 0], env.keypoint_position("left_sleeve_tip"), atol=1e-6)
+    np.testing.assert_allclose(pts[0, 1], env.keypoint_target(0, "left_sleeve_tip"), atol=1e-6)
+    np.testing.assert_allclose(pts[1], [env.pinch_position("R")] * 2, atol=1e-6)
+    assert "task_points" not in GarmentFoldEnv(pcd_points=0).observation_space.spaces  # opt-in
+
+
+def test_targets_view_reads_the_descend_correction_off_one_vector() -> None:
+    """While the folder descends onto (or closes at) its wrong grasp point, the view's offset is the oracle correction."""
+    env = ResidualActionWrapper(
+        VLAObservationWrapper(GarmentFoldEnv(pcd_points=0, task_points_obs=True), base="scripted"),
+        residual_scale=PINCH_RESIDUAL_SCALE,
+        residual_map={"sb3_vla.envs.garment_fold:PinchResidualMap": {"targets_key": "task_points"}},
+    )
+    assert env.observation_space[MAPPED_ACTION_KEY].shape == (19,)
+    obs, _ = env.reset(seed=0)
+    folder = env.unwrapped.folder
+    for _ in range(30):
+        if folder.phase in (DESCEND, CLOSE):
+            break
+        obs, *_ = env.step(np.zeros(7, np.float32))
+    assert folder.phase in (DESCEND, CLOSE)
+    view = obs[MAPPED_ACTION_KEY]
+    grasp_offset = view[7:9] * 0.05  # left hand, to its grasp keypoint (x, y), in metres
+    np.testing.assert_allclose(grasp_offset, -folder.grasp_offset["L"], atol=2e-3)
+    assert np.all(np.abs(view[7:]) <= 1.0)
+    plain = PinchResidualMap(targets_key="task_points")
+    with pytest.raises(ValueError, match="task_points_obs=True"):
+        plain.observe(obs["vla_action"][None], {"stage": obs["stage"][None]})
+    with pytest.raises(ValueError, match="target_range"):
+        PinchResidualMap(target_range=0.0)
+    with pytest.raises(TypeError, match="kwargs must be a mapping"):
+        ResidualActionWrapper(env.env, residual_map={"sb3_vla.envs.garment_fold:PinchResidualMap": 3})
 
 
 def test_bad_maps_fail_clearly() -> None:

@@ -12,6 +12,9 @@ with the residual (and its scale) in the map's own units. The residual wrappers 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 from gymnasium import spaces
 
@@ -47,10 +50,11 @@ class ResidualMap:
     def __call__(self, base: np.ndarray, delta: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def observe(self, base: np.ndarray) -> np.ndarray:
+    def observe(self, base: np.ndarray, obs: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """The base actions ``(B, A)`` in the residual's space ``(B, *observation_space.shape)`` (e.g. the pinch
         points the base commands), for policies that correct them; only called when :attr:`observation_space` is
-        set."""
+        set. ``obs`` is the env's observation, batched like ``base``, for views that relate the two (say, the offset
+        from each commanded pinch point to the keypoint it should reach)."""
         raise NotImplementedError
 
     def check(self, action_space: spaces.Box) -> None:
@@ -62,7 +66,8 @@ class ResidualMap:
             )
 
 
-ResidualMapLike = ResidualMap | str
+#: a map, a ``"package.module:Name"`` string, or (YAML) ``{"package.module:Name": {kwarg: value}}``
+ResidualMapLike = ResidualMap | str | Mapping[str, Mapping[str, Any]]
 
 
 def compose_mapped(
@@ -87,14 +92,31 @@ def compose_mapped(
 
 
 def resolve_residual_map(residual_map: ResidualMapLike | None) -> ResidualMap | None:
-    """Accept a :class:`ResidualMap`, or a ``package.module:Name`` string (YAML) naming a class or an instance."""
+    """Accept a :class:`ResidualMap`, a ``package.module:Name`` string (YAML) naming a class or an instance, or
+    ``{"package.module:Name": {kwarg: value}}`` naming a class and its arguments (rl-zoo's ``env_wrapper`` form).
+
+    Example::
+
+        >>> m = resolve_residual_map({"sb3_vla.envs.garment_fold:PinchResidualMap": {"iters": 3}})
+        >>> type(m).__name__, m.iters
+        ('PinchResidualMap', 3)
+    """
     if residual_map is None or isinstance(residual_map, ResidualMap):
         return residual_map
+    kwargs: Mapping[str, Any] = {}
+    if isinstance(residual_map, Mapping) and len(residual_map) == 1:
+        residual_map, kwargs = next(iter(residual_map.items()))
+        if not isinstance(kwargs, Mapping):
+            raise TypeError(f"residual_map {{name: kwargs}}: the kwargs must be a mapping, got {kwargs!r}")
     if isinstance(residual_map, str):
         obj = import_object(residual_map, "residual_map")
-        obj = obj() if isinstance(obj, type) else obj
+        if isinstance(obj, type):
+            obj = obj(**kwargs)
+        elif kwargs:
+            raise TypeError(f"residual_map {residual_map!r} names an instance; kwargs {dict(kwargs)} need a class")
         if isinstance(obj, ResidualMap):
             return obj
     raise TypeError(
-        f"residual_map must be a ResidualMap or a 'package.module:Name' string naming one, got {residual_map!r}"
+        "residual_map must be a ResidualMap, a 'package.module:Name' string naming one or {name: kwargs}, "
+        f"got {residual_map!r}"
     )

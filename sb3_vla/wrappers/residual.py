@@ -189,7 +189,8 @@ class _ResidualCore:
         if self.mapped_space is not None:
             assert self.residual_map is not None
             base = np.asarray(obs[self.base_key], dtype=np.float64)
-            mapped = self.residual_map.observe(base.reshape(-1, base.shape[-1]))
+            batched = obs if base.ndim > 1 else {k: np.asarray(v)[None] for k, v in obs.items()}
+            mapped = self.residual_map.observe(base.reshape(-1, base.shape[-1]), batched)
             out[MAPPED_ACTION_KEY] = mapped.reshape(*base.shape[:-1], *self.mapped_space.shape).astype(np.float32)
         if not keep_base_in_obs:
             out.pop(self.base_key, None)

@@ -374,7 +374,8 @@ class SB3PolicyBase(BaseModel):
                         f"{self.name}: the policy reads {MAPPED_ACTION_KEY!r}; pass inner_base and the residual_map "
                         "it was trained through"
                     )
-                obs[k] = self.residual_map.observe(np.asarray(inner_action, dtype=np.float64)).astype(np.float32)
+                mapped = self.residual_map.observe(np.asarray(inner_action, dtype=np.float64), batch.obs)
+                obs[k] = mapped.astype(np.float32)
             elif k == EMBEDDING_KEY:
                 if inner_emb is None:
                     raise ValueError(f"{self.name}: the policy reads {EMBEDDING_KEY!r} but the inner base gives none")

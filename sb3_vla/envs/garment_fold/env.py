@@ -53,7 +53,11 @@ class GarmentFoldEnv(gym.Env):
     ``keypoints`` ``(24,)`` (8 x xyz in ``KEYPOINT_NAMES`` order: sleeve tips, armpits, bottom corners, collar,
     bottom centre), ``joint_pos`` ``(60,)`` normalised like the action, ``joint_vel`` ``(60,)`` rad/s, ``stage``
     one-hot ``(3,)``, ``held`` ``(2,)`` (1 when that hand pinches the cloth), ``pinch_pos`` ``(6,)`` (left and
-    right pinch points, m, world frame) and, with ``rgb_obs=True``, ``rgb`` uint8 ``(H, W, 3)``.
+    right pinch points, m, world frame), with ``rgb_obs=True``, ``rgb`` uint8 ``(H, W, 3)``, and with
+    ``task_points_obs=True``, ``task_points`` ``(12,)``: per hand (left, right), where the current stage's grasp
+    keypoint is and where that stage puts it (m, world frame; a hand the stage does not use repeats its pinch point).
+    These are the keypoints and the fold geometry picked out for the stage, so a pinch-point residual reads "the
+    base aims here, the sleeve tip is there" as two observed vectors.
 
     **Stages**: 0 left sleeve onto the body (left hand), 1 right sleeve (right hand), 2 bottom half onto the top
     half (both hands). :attr:`instruction` and ``info["instruction"]`` give the current stage's instruction.
@@ -96,6 +100,8 @@ class GarmentFoldEnv(gym.Env):
     :param grasp_shaping: weight of the grasp shaping potential.
     :param self_collision: cloth self-collision (needed for the folded layers to stay on top; most of the cost).
     :param sleep: let the resting cloth sleep (MuJoCo sleeping islands; a grasp wakes it), ~1.5x faster episodes.
+    :param task_points_obs: add ``task_points`` (the stage's grasp keypoints and their place targets) to the
+        observation.
 
     Needs MuJoCo >= 4.0 (flex elasticity with the ``discrete`` integrator). Images render headless through
     ``MUJOCO_GL=egl`` (set here when unset, before mujoco is imported).
@@ -136,6 +142,7 @@ class GarmentFoldEnv(gym.Env):
         grasp_shaping: float = 0.2,
         self_collision: bool = True,
         sleep: bool = True,
+        task_points_obs: bool = False,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -211,6 +218,9 @@ class GarmentFoldEnv(gym.Env):
             "held": spaces.Box(0.0, 1.0, shape=(2,), dtype=np.float32),
             "pinch_pos": spaces.Box(-2.0, 2.0, shape=(6,), dtype=np.float32),
         }
+        self.task_points_obs = bool(task_points_obs)
+        if self.task_points_obs:
+            obs_spaces["task_points"] = spaces.Box(-2.0, 2.0, shape=(12,), dtype=np.float32)
         if self.rgb_obs:
             obs_spaces["rgb"] = spaces.Box(0, 255, shape=(*self.image_size, 3), dtype=np.uint8)
         self.observation_space = spaces.Dict(obs_spaces)
@@ -366,6 +376,21 @@ class GarmentFoldEnv(gym.Env):
         xy = self.task.targets[stage][self.mesh.keypoints[name]] @ r2.T + shift
         return np.array([xy[0], xy[1], 0.0])
 
+    def task_points(self) -> np.ndarray:
+        """``(12,)``: per hand (left, right) the current stage's grasp keypoint (3,) and where the stage puts it
+        (3,), world frame; a hand the stage does not use (or every hand, once the fold is done) gets its pinch
+        point twice."""
+        grasps = ScriptedFolder.STAGE_GRASPS[self.stage] if self.stage < 3 else {}
+        out = []
+        for side in SIDES:
+            kp = grasps.get(side)
+            if kp is None:
+                pinch = self.pinch_position(side)
+                out += [pinch, pinch]
+            else:
+                out += [self.keypoint_position(kp), self.keypoint_target(self.stage, kp)]
+        return np.concatenate(out)
+
     def keypoint_flat(self, name: str) -> np.ndarray:
         """World position (3,), z = 0, of the named keypoint vertex in the flat, unfolded shirt."""
         r2, shift = self._pose
@@ -462,6 +487,8 @@ class GarmentFoldEnv(gym.Env):
             "held": np.array([float(self._held[s] >= 0) for s in SIDES], dtype=np.float32),
             "pinch_pos": np.clip(np.concatenate([self.pinch_position(s) for s in SIDES]), -2.0, 2.0).astype(np.float32),
         }
+        if self.task_points_obs:
+            obs["task_points"] = np.clip(self.task_points(), -2.0, 2.0).astype(np.float32)
         if self.rgb_obs:
             obs["rgb"] = self._render(self.image_size)
         return obs

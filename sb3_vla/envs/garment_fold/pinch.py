@@ -8,10 +8,14 @@ damped-least-squares IK so that the pinch point of the base's command moves by `
 orientation kept; hand joints are the base's. A zero residual executes the base action unchanged. The policy also
 sees the base's command in these units (``vla_action_mapped``: the two commanded pinch points and the advance
 signal), so "move 2 cm toward the sleeve tip" is a difference of two observed vectors, not a forward-kinematics
-problem.
+problem. With ``targets_key="task_points"`` (an env made with ``task_points_obs=True``) it also shows the offset
+from each commanded pinch point to the stage's grasp keypoint and place target, so the correction is read off one
+observed vector.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 from gymnasium import spaces
@@ -33,6 +37,11 @@ class PinchResidualMap(ResidualMap):
     +-1 cm in z, +-0.3).
 
     :param iters: IK iterations per arm (2 reach a 5 cm offset to about a millimetre).
+    :param targets_key: the observation key of the stage's task points (``"task_points"``: the env made with
+        ``task_points_obs=True``); the view ``vla_action_mapped`` then has 19 numbers: the 7 above, then per hand
+        (left, right) the offset (x, y, z) from its commanded pinch point to the grasp keypoint and to the place
+        target, clipped to ``+-target_range`` and divided by it (so +-1 means that far or farther).
+    :param target_range: the range (m) of those offsets.
 
     Example::
 
@@ -56,25 +65,42 @@ class PinchResidualMap(ResidualMap):
     action_shape = (61,)
     observation_space = spaces.Box(-2.0, 2.0, shape=(7,), dtype=np.float32)
 
-    def __init__(self, iters: int = 2) -> None:
+    def __init__(self, iters: int = 2, targets_key: str | None = None, target_range: float = 0.05) -> None:
         from sb3_vla.envs.garment_fold.scripted import ArmIK
 
+        if target_range <= 0.0:
+            raise ValueError(f"target_range must be > 0 (metres), got {target_range}")
         self.ik = ArmIK()
         self.iters = int(iters)
+        self.targets_key = targets_key
+        self.target_range = float(target_range)
+        if targets_key is not None:
+            self.observation_space = spaces.Box(-2.0, 2.0, shape=(19,), dtype=np.float32)
 
     def _arm_q(self, action: np.ndarray, i: int) -> np.ndarray:
         cols = slice(i * JOINTS_PER_SIDE, i * JOINTS_PER_SIDE + len(ARM_JOINTS))
         return self.ik.lo + 0.5 * (np.clip(action[cols], -1.0, 1.0) + 1.0) * (self.ik.hi - self.ik.lo)
 
-    def observe(self, base: np.ndarray) -> np.ndarray:
-        """The pinch points (m) the base's arm targets command, left then right, and its advance signal: ``(B, 7)``."""
+    def observe(self, base: np.ndarray, obs: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """The pinch points (m) the base's arm targets command, left then right, and its advance signal: ``(B, 7)``;
+        with ``targets_key``, then the offsets to the task points in ``obs`` (``(B, 19)``)."""
         base = np.asarray(base, dtype=np.float64)
         out = np.zeros((base.shape[0], 7))
         for b in range(base.shape[0]):
             for i, side in enumerate(SIDES):
                 out[b, 3 * i : 3 * i + 3] = self.ik.forward(side, self._arm_q(base[b], i))
             out[b, 6] = base[b, 60]
-        return np.clip(out, -2.0, 2.0)
+        out = np.clip(out, -2.0, 2.0)
+        if self.targets_key is None:
+            return out
+        if obs is None or self.targets_key not in obs:
+            raise ValueError(
+                f"PinchResidualMap(targets_key={self.targets_key!r}) reads the observation key {self.targets_key!r}, "
+                f"which the observation lacks (keys: {sorted(obs or {})}); make the env with task_points_obs=True"
+            )
+        points = np.asarray(obs[self.targets_key], dtype=np.float64).reshape(base.shape[0], 2, 2, 3)
+        offsets = (points - out[:, :6].reshape(-1, 2, 1, 3)) / self.target_range
+        return np.concatenate([out, np.clip(offsets, -1.0, 1.0).reshape(-1, 12)], axis=1)
 
     def __call__(self, base: np.ndarray, delta: np.ndarray) -> np.ndarray:
         base = np.asarray(base, dtype=np.float64)
