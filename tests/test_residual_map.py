@@ -118,7 +118,7 @@ def test_task_points_name_the_stage_grasp_and_place_points() -> None:
 
 
 def test_targets_view_reads_the_descend_correction_off_one_vector() -> None:
-    """While the folder descends onto (or closes at) its wrong grasp point, the view's offset is the oracle correction."""
+    """Descending onto (or closing at) its wrong grasp point, the folder's view offset is the oracle correction."""
     env = ResidualActionWrapper(
         VLAObservationWrapper(GarmentFoldEnv(pcd_points=0, task_points_obs=True), base="scripted"),
         residual_scale=PINCH_RESIDUAL_SCALE,
