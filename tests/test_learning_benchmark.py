@@ -93,6 +93,16 @@ def test_residual_overrides_and_variant_tag(tmp_path):
     keys = ["joint_pos", "keypoints", "pinch_pos", "vla_action", "vla_action_mapped", "vla_embedding"]
     assert learning._excluded_keys(setup, "emb_only", keys) == ["joint_pos", "keypoints", "pinch_pos"]
     assert learning._excluded_keys(setup, "residual", keys) == ["vla_embedding"]
+    # --residual-map takes a map with arguments as YAML; --ignore-keys hides more keys from every arm's policy
+    view = learning.make_setup(
+        "GarmentFold-v0",
+        "sac",
+        residual_map='{"sb3_vla.envs.garment_fold:PinchResidualMap": {"targets_key": task_points}}',
+        ignore_keys=["joint_pos", "vla_action"],
+    )
+    assert view.residual_map == {learning.GARMENT_PINCH_MAP: {"targets_key": "task_points"}}
+    assert learning._excluded_keys(view, "residual", keys) == ["joint_pos", "vla_action", "vla_embedding"]
+    assert "PinchResidualMap(targets_key='task_points')" in learning._dims_note(view)
 
 
 def test_maniskill_targets_read_the_mean_curves_against_scratch():
