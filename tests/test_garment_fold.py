@@ -117,6 +117,28 @@ def test_grasp_and_release() -> None:
     env.close()
 
 
+def test_grasp_accuracy_shaping_pays_at_the_grasp_and_keeps_the_return() -> None:
+    """The accuracy term is part of the potential: paid when the hand pinches near the keypoint, taken back at the
+    release, so it moves credit to the grasp without changing an episode's return."""
+    rewards = {}
+    for weight in (0.0, 1.0):
+        env = GarmentFoldEnv(pcd_points=0, grasp_accuracy_shaping=weight)
+        env.reset(seed=0)
+        out = []
+        for _ in range(40):
+            out.append(env.step(env.scripted_action())[1])
+            if env.held_vertex("L") >= 0:
+                v = env.held_vertex("L")
+                miss = np.linalg.norm(env._vertices()[v] - env.keypoint_position("left_sleeve_tip"))
+        rewards[weight] = np.array(out)
+        env.close()
+    extra = rewards[1.0] - rewards[0.0]
+    grasp, release = int(np.argmax(extra)), int(np.argmin(extra))
+    assert extra[grasp] == pytest.approx(max(0.0, 1.0 - miss / 0.05), abs=1e-6) and extra[grasp] > 0.5
+    assert release > grasp and extra[release] == pytest.approx(-extra[grasp], abs=0.02)  # the vertex moved a bit
+    assert extra.sum() == pytest.approx(0.0, abs=0.02)
+
+
 def test_reward_increases_with_fold_quality(env: GarmentFoldEnv) -> None:
     env.reset(seed=0)
     potentials, errors, layered = [], [], []

@@ -30,6 +30,7 @@ from sb3_vla.envs.garment_fold.scripted import HAND_OPEN, HOME, ScriptedFolder
 GRAB_TIP_DIST = 0.015  # thumb-index tip distance that closes a pinch (m)
 GRAB_RADIUS = 0.03  # a cloth vertex within this distance of the pinch point is grabbed
 RELEASE_TIP_DIST = 0.03  # tip distance that opens a pinch
+GRASP_ACCURACY_RANGE = 0.05  # a held vertex this far from the grasp keypoint earns no grasp accuracy potential
 
 # The meshes and compiled XML are the same for every env of a process; each env still compiles its own MjModel
 # because the grasp anchors are written into ``model.eq_data`` at runtime.
@@ -98,6 +99,9 @@ class GarmentFoldEnv(gym.Env):
     :param advance_bonus: reward for advancing out of a completed stage.
     :param early_advance_penalty: cost of a refused advance request.
     :param grasp_shaping: weight of the grasp shaping potential.
+    :param grasp_accuracy_shaping: weight of a grasp accuracy term in that potential: while a hand holds the cloth
+        in an incomplete stage, ``weight * max(0, 1 - d / 5 cm)`` with ``d`` the distance from the held vertex to the
+        stage's grasp keypoint (so a grasp on the sleeve tip is worth more than one on its neighbour, 3.3 cm away).
     :param self_collision: cloth self-collision (needed for the folded layers to stay on top; most of the cost).
     :param sleep: let the resting cloth sleep (MuJoCo sleeping islands; a grasp wakes it), ~1.5x faster episodes.
     :param task_points_obs: add ``task_points`` (the stage's grasp keypoints and their place targets) to the
@@ -140,6 +144,7 @@ class GarmentFoldEnv(gym.Env):
         advance_bonus: float = 1.0,
         early_advance_penalty: float = 0.1,
         grasp_shaping: float = 0.2,
+        grasp_accuracy_shaping: float = 0.0,
         self_collision: bool = True,
         sleep: bool = True,
         task_points_obs: bool = False,
@@ -160,6 +165,7 @@ class GarmentFoldEnv(gym.Env):
         self.advance_bonus = float(advance_bonus)
         self.early_advance_penalty = float(early_advance_penalty)
         self.grasp_shaping = float(grasp_shaping)
+        self.grasp_accuracy_shaping = float(grasp_accuracy_shaping)
 
         self.mesh = make_shirt(spacing=cloth_spacing)
         self.task = FoldTask(self.mesh, fold_tolerance=fold_tolerance, layered_tolerance=layered_tolerance)
@@ -457,11 +463,15 @@ class GarmentFoldEnv(gym.Env):
 
     def _total_potential(self, metrics: FoldMetrics) -> float:
         phi = self.task.potential(metrics)
-        if self.grasp_shaping > 0.0 and self.stage < 3 and not metrics.complete[self.stage]:
+        shaping = self.grasp_shaping > 0.0 or self.grasp_accuracy_shaping > 0.0
+        if shaping and self.stage < 3 and not metrics.complete[self.stage]:
             grasps = self.folder.STAGE_GRASPS[self.stage]
             for side, kp in grasps.items():
                 if self._held[side] >= 0:
                     phi += self.grasp_shaping
+                    if self.grasp_accuracy_shaping > 0.0:
+                        miss = float(np.linalg.norm(self._vertices()[self._held[side]] - self.keypoint_position(kp)))
+                        phi += self.grasp_accuracy_shaping * max(0.0, 1.0 - miss / GRASP_ACCURACY_RANGE)
                 else:
                     dist = float(np.linalg.norm(self.pinch_position(side) - self.keypoint_position(kp)))
                     phi += self.grasp_shaping * max(0.0, 1.0 - dist / 0.3)
