@@ -19,7 +19,12 @@ import sb3_vla  # noqa: F401  (registers the env ids)
 from sb3_vla import make_residual_vec_env
 from sb3_vla.bases import VLABatch
 from sb3_vla.bases.backends.sb3_policy import make_sb3_base
-from sb3_vla.envs.garment_fold import PINCH_RESIDUAL_SCALE, GarmentFoldEnv, PinchResidualMap
+from sb3_vla.envs.garment_fold import (
+    PINCH_RESIDUAL_SCALE,
+    GarmentFoldEnv,
+    PinchResidualMap,
+    TaskPointsObservationWrapper,
+)
 from sb3_vla.envs.garment_fold.scripted import CARRY, CLOSE, DESCEND
 from sb3_vla.wrappers import (
     MAPPED_ACTION_KEY,
@@ -115,6 +120,12 @@ def test_task_points_name_the_stage_grasp_and_place_points() -> None:
     np.testing.assert_allclose(pts[0, 1], env.keypoint_target(0, "left_sleeve_tip"), atol=1e-6)
     np.testing.assert_allclose(pts[1], [env.pinch_position("R")] * 2, atol=1e-6)
     assert "task_points" not in GarmentFoldEnv(pcd_points=0).observation_space.spaces  # opt-in
+    # from a wrapper list (rl-zoo gives its evaluation env no env_kwargs), through the wrappers in between
+    wrapped = TaskPointsObservationWrapper(gym.make("GarmentFold-v0", pcd_points=0))
+    obs, _ = wrapped.reset(seed=1)
+    assert wrapped.observation_space["task_points"].shape == (12,) and wrapped.observation_space.contains(obs)
+    with pytest.raises(TypeError, match="for GarmentFold-v0"):
+        TaskPointsObservationWrapper(gym.make("Pendulum-v1"))
 
 
 def test_targets_view_reads_the_descend_correction_off_one_vector() -> None:

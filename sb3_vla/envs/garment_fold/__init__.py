@@ -9,7 +9,7 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is first imported
 
-from sb3_vla.envs.garment_fold.camera import CameraObservationWrapper
+from sb3_vla.envs.garment_fold.camera import CameraObservationWrapper, TaskPointsObservationWrapper
 from sb3_vla.envs.garment_fold.env import GarmentFoldEnv
 from sb3_vla.envs.garment_fold.metrics import INSTRUCTIONS, FoldTask
 from sb3_vla.envs.garment_fold.pinch import PINCH_RESIDUAL_SCALE, PinchResidualMap
@@ -21,4 +21,5 @@ __all__ = [
     "FoldTask",
     "GarmentFoldEnv",
     "PinchResidualMap",
+    "TaskPointsObservationWrapper",
 ]

@@ -224,13 +224,9 @@ class GarmentFoldEnv(gym.Env):
             "held": spaces.Box(0.0, 1.0, shape=(2,), dtype=np.float32),
             "pinch_pos": spaces.Box(-2.0, 2.0, shape=(6,), dtype=np.float32),
         }
+        self._state_spaces = obs_spaces  # the optional keys (task_points, rgb) join in _set_observation_space
         self.task_points_obs = bool(task_points_obs)
-        if self.task_points_obs:
-            obs_spaces["task_points"] = spaces.Box(-2.0, 2.0, shape=(12,), dtype=np.float32)
-        if self.rgb_obs:
-            obs_spaces["rgb"] = spaces.Box(0, 255, shape=(*self.image_size, 3), dtype=np.uint8)
-        self.observation_space = spaces.Dict(obs_spaces)
-        self._state_spaces = {k: v for k, v in obs_spaces.items() if k != "rgb"}
+        self._set_observation_space()
         low = np.concatenate([-np.ones(60), [0.0]]).astype(np.float32)
         self.action_space = spaces.Box(low=low, high=np.ones(61, dtype=np.float32), dtype=np.float32)
         self._act_low, self._act_high = low.astype(np.float64), np.ones(61)
@@ -256,7 +252,18 @@ class GarmentFoldEnv(gym.Env):
         self.rgb_obs = bool(enabled)
         if image_size is not None:
             self.image_size = _pair(image_size)
+        self._set_observation_space()
+
+    def set_task_points_obs(self, enabled: bool = True) -> None:
+        """Turn the ``task_points`` observation on or off after construction (what ``task_points_obs=`` sets); call
+        it before wrappers read the space (see :class:`~sb3_vla.envs.garment_fold.TaskPointsObservationWrapper`)."""
+        self.task_points_obs = bool(enabled)
+        self._set_observation_space()
+
+    def _set_observation_space(self) -> None:
         obs_spaces = dict(self._state_spaces)
+        if self.task_points_obs:
+            obs_spaces["task_points"] = spaces.Box(-2.0, 2.0, shape=(12,), dtype=np.float32)
         if self.rgb_obs:
             obs_spaces["rgb"] = spaces.Box(0, 255, shape=(*self.image_size, 3), dtype=np.uint8)
         self.observation_space = spaces.Dict(obs_spaces)
