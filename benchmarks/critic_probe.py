@@ -8,7 +8,9 @@ each episode's first decision against the discounted return that followed (over-
 ``Q(s, pi(s)) - Q(s, 0)`` over the visited states (the minimum over the Q-networks, as SAC's actor reads it).
 On GarmentFold-v0 with the scripted folder it also compares the policy with the oracle pinch correction of
 ``benchmarks/garment_headroom.py`` (the correction that cancels the folder's perception error): their correlation
-per x/y dim, and ``Q(s, oracle) - Q(s, 0)``.
+per x/y dim, ``Q(s, oracle) - Q(s, 0)``, and per folder phase the critic along the line to the oracle,
+``Q(s, f * oracle) - Q(s, 0)`` for ``f`` in :data:`ORACLE_LINE`; and the actor's pre-tanh std per dim (how far
+its exploration reaches).
 
 Run with the flags the learning run used (they rebuild its env and model), e.g.::
 
@@ -33,6 +35,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import learning  # noqa: E402 - after the path fix
+
+#: the fractions of the oracle correction at which the critic is read (is the correction's direction valued?)
+ORACLE_LINE = (0.25, 0.5, 1.0)
 
 
 def _oracle(raw: Any, scale: np.ndarray) -> np.ndarray:
@@ -77,7 +82,8 @@ def probe(
                 return float(th.sort(values.reshape(-1))[0][:kept].mean())
             return float(th.min(th.cat(values, dim=1)))
 
-    residuals, oracles, margins, oracle_margins, first_q = [], [], [], [], []
+    residuals, oracles, margins, oracle_margins, first_q, stds = [], [], [], [], [], []
+    line: dict[str, list[list[float]]] = {}  # folder phase -> Q(s, f * oracle) - Q(s, 0) for f in ORACLE_LINE
     env.seed(10_000 + 100 * seed)
     obs = env.reset()
     successes: list[bool] = []
@@ -89,6 +95,8 @@ def probe(
         obs_t = model.policy.obs_to_tensor(obs)[0]
         zero = np.zeros(action.shape[1], np.float32)
         residuals.append(action[0].copy())
+        with th.no_grad():  # the actor's exploration width (pre-tanh std) at this state
+            stds.append(th.exp(model.actor.get_action_dist_params(obs_t)[1])[0].numpy())
         q_pi = q(obs_t, action[0])
         margins.append(q_pi - q(obs_t, zero))
         if t == 0:
@@ -97,6 +105,11 @@ def probe(
             oracle = _oracle(raw, np.asarray(scale))
             oracles.append(oracle)
             oracle_margins.append(q(obs_t, oracle) - q(obs_t, zero))
+            if np.any(oracle):
+                from sb3_vla.envs.garment_fold.scripted import PHASE_NAMES
+
+                phase = PHASE_NAMES[raw.folder.phase]
+                line.setdefault(phase, []).append([q(obs_t, f * oracle) - q(obs_t, zero) for f in ORACLE_LINE])
         obs, rewards, dones, infos = env.step(action)
         success |= bool(infos[0].get("is_success", False))
         ret, disc, t = ret + float(rewards[0]), disc + gamma**t * float(rewards[0]), t + 1
@@ -115,6 +128,8 @@ def probe(
         margin=np.array(margins),
         oracle=np.stack(oracles) if oracles else None,
         oracle_margin=np.array(oracle_margins) if oracles else None,
+        oracle_line={k: np.array(v) for k, v in line.items()},
+        std=np.stack(stds),
     )
 
 
@@ -141,6 +156,7 @@ def report(result: dict[str, Any], episodes: int) -> str:
         f"mean |residual| per dim (of its bound): {_fmt(np.abs(r).mean(0))}",
         f"mean residual per dim: {_fmt(r.mean(0))}",
         f"share beyond 0.9 of the bound: {_fmt((np.abs(r) > 0.9).mean(0))}",
+        f"actor's pre-tanh std per dim (its exploration width): {_fmt(result['std'].mean(0))}",
         f"critic at each episode's first decision: Q(s0, pi) {result['first_q'].mean():+.2f} against the discounted "
         f"return that followed {result['returns'][:, 1].mean():+.2f} (mean over episodes)",
         f"Q(s, pi) - Q(s, 0): mean {result['margin'].mean():+.3f}, > 0 on {100 * (result['margin'] > 0).mean():.0f}% "
@@ -157,6 +173,9 @@ def report(result: dict[str, Any], episodes: int) -> str:
         lines.append(
             f"Q(s, oracle) - Q(s, 0) where the oracle moves: mean {m.mean():+.3f}, > 0 on {100 * (m > 0).mean():.0f}%"
         )
+        for phase, values in result["oracle_line"].items():
+            steps = ", ".join(f"{f:g}: {v:+.2f}" for f, v in zip(ORACLE_LINE, values.mean(0), strict=True))
+            lines.append(f"Q(s, f x oracle) - Q(s, 0) in {phase} ({len(values)} decisions), f = {steps}")
     return "\n".join(lines)
 
 

@@ -55,6 +55,7 @@ def test_learning_benchmark_tiny_pendulum(tmp_path):
     assert result["env_steps"] == 100 and result["oracle"] is None
     assert result["residual"].shape == (200, 1) and np.all(np.abs(result["residual"]) <= 1.0)
     assert result["margin"].shape == (200,) and np.isfinite(result["margin"]).all()
+    assert result["std"].shape == (200, 1) and np.all(result["std"] > 0) and result["oracle_line"] == {}
     assert "checkpoint at 100 env steps; 1 deterministic episodes, 200 decisions" in critic_probe.report(result, 1)
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
         critic_probe.probe(setup, tmp_path / "none", seed=0, episodes=1)
