@@ -137,6 +137,7 @@ class EnvSetup:
     # the residual recipe (residual arms; scratch stays plain SAC/PPO, one decision per env step):
     decision_interval: int = 1  # env steps per agent decision (chunk-level residual, rewards summed)
     explore_ramp: int = 0  # progressive exploration: env steps over which P(residual applied) rises 0 -> 1 (0: off)
+    explore_end: float = 1.0  # P(residual applied) after the ramp (below 1: zero-residual decisions stay in the data)
     warmup_gain: float = 1.0  # factor on SB3's uniform random residuals before learning_starts
     n_step: int = 1  # n-step returns (ResidualReplayBuffer), in agent decisions
     query_interval: int = 1  # base queries every this many env steps (chunk re-use)
@@ -508,8 +509,12 @@ def _callbacks(setup: EnvSetup, arm: str) -> list[Any]:
     out: list[Any] = []
     if setup.actor_warmup > 0:
         out.append(ActorWarmupCallback(setup.actor_warmup))
-    if setup.explore_ramp > 0 or setup.warmup_gain < 1.0:
-        out.append(ProgressiveExplorationCallback(setup.explore_ramp, warmup_gain=setup.warmup_gain))
+    if setup.explore_ramp > 0 or setup.warmup_gain < 1.0 or setup.explore_end < 1.0:
+        out.append(
+            ProgressiveExplorationCallback(
+                setup.explore_ramp, warmup_gain=setup.warmup_gain, end_prob=setup.explore_end
+            )
+        )
     return out
 
 
@@ -917,6 +922,8 @@ def _recipe_note(setup: EnvSetup) -> str:
         if setup.explore_ramp
         else "no progressive exploration"
     )
+    if setup.explore_end < 1:
+        parts.append(f"{100 * (1 - setup.explore_end):g}% of the training decisions execute the base alone after it")
     if setup.warmup_gain < 1:
         parts.append(f"warm-up residuals x{setup.warmup_gain:g} before learning_starts")
     parts.append(f"{setup.n_step}-step returns" if setup.n_step > 1 else "1-step returns")
@@ -1111,6 +1118,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
 RECIPE_KEYS = (
     "decision_interval",
     "explore_ramp",
+    "explore_end",
     "warmup_gain",
     "n_step",
     "critic_layer_norm",

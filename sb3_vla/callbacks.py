@@ -85,17 +85,20 @@ class VLAStatsCallback(BaseCallback):
 
 class ProgressiveExplorationCallback(BaseCallback):
     """Progressive exploration for residual RL (Policy Decorator): while training, each agent decision carries its
-    residual with probability ``p(t) = start_prob + (1 - start_prob) * min(t / ramp_steps, 1)``; the others execute
-    the pure base. Before ``learning_starts``, SB3 acts uniformly at random: ``warmup_gain`` scales those residuals
-    down, so the replay buffer is not filled with a broken base.
+    residual with probability ``p(t) = start_prob + (end_prob - start_prob) * min(t / ramp_steps, 1)``; the others
+    execute the pure base. Before ``learning_starts``, SB3 acts uniformly at random: ``warmup_gain`` scales those
+    residuals down, so the replay buffer is not filled with a broken base.
 
     Only the training env is changed; evaluation envs, saved models and deployment always apply the full residual.
     Pair it with :class:`~sb3_vla.buffers.ResidualReplayBuffer`, which stores the residual actually executed (zero
     where masked), so the critic learns what happened. ``t`` counts env steps (``model.num_timesteps`` times the
     wrapper's ``decision_interval``), so a resumed run continues the ramp where it stopped.
 
-    :param ramp_steps: env steps over which the probability rises to 1 (0: always apply).
+    :param ramp_steps: env steps over which the probability rises to ``end_prob`` (0: ``end_prob`` from the start).
     :param start_prob: probability at step 0.
+    :param end_prob: probability after the ramp (1: every decision). Below 1, a share of the training decisions keeps
+        executing the pure base, so the replay buffer goes on holding zero residuals from the states the policy
+        visits now (the critic's ``Q(s, 0)`` stays anchored in data as the policy moves away from it).
     :param warmup_gain: factor on the residual before the algorithm's ``learning_starts`` (1: SB3's behaviour).
 
     Example::
@@ -116,16 +119,26 @@ class ProgressiveExplorationCallback(BaseCallback):
           - sb3_vla.callbacks.ProgressiveExplorationCallback: {ramp_steps: 20000, warmup_gain: 0.1}
     """
 
-    def __init__(self, ramp_steps: int, start_prob: float = 0.0, warmup_gain: float = 0.1, verbose: int = 0) -> None:
+    def __init__(
+        self,
+        ramp_steps: int,
+        start_prob: float = 0.0,
+        warmup_gain: float = 0.1,
+        end_prob: float = 1.0,
+        verbose: int = 0,
+    ) -> None:
         super().__init__(verbose)
         if ramp_steps < 0:
             raise ValueError(f"ramp_steps must be >= 0 env steps, got {ramp_steps}")
-        if not 0.0 <= start_prob <= 1.0:
-            raise ValueError(f"start_prob must be in [0, 1], got {start_prob}")
+        if not 0.0 < end_prob <= 1.0:
+            raise ValueError(f"end_prob must be in (0, 1], got {end_prob}")
+        if not 0.0 <= start_prob <= end_prob:
+            raise ValueError(f"start_prob must be in [0, end_prob={end_prob}], got {start_prob}")
         if not 0.0 < warmup_gain <= 1.0:
             raise ValueError(f"warmup_gain must be in (0, 1], got {warmup_gain}")
         self.ramp_steps = int(ramp_steps)
         self.start_prob = float(start_prob)
+        self.end_prob = float(end_prob)
         self.warmup_gain = float(warmup_gain)
         self._set: Callable[[float, float], None] | None = None
         self._interval = 1
@@ -155,7 +168,7 @@ class ProgressiveExplorationCallback(BaseCallback):
         """``(probability, gain)`` after ``num_timesteps`` agent steps."""
         steps = num_timesteps * self._interval
         frac = 1.0 if self.ramp_steps == 0 else min(1.0, steps / self.ramp_steps)
-        prob = self.start_prob + (1.0 - self.start_prob) * frac
+        prob = self.start_prob + (self.end_prob - self.start_prob) * frac
         learning_starts = int(getattr(self.model, "learning_starts", 0))
         gain = self.warmup_gain if num_timesteps < learning_starts else 1.0
         return prob, gain
@@ -164,7 +177,8 @@ class ProgressiveExplorationCallback(BaseCallback):
         prob, gain = self.schedule(self.model.num_timesteps)
         # send changes of a percent or more: with SubprocVecEnv each update is a message to every worker
         cur = self._current
-        if cur is None or gain != cur[1] or abs(prob - cur[0]) >= 0.01 or (prob == 1.0 and cur[0] != 1.0):
+        end = self.end_prob
+        if cur is None or gain != cur[1] or abs(prob - cur[0]) >= 0.01 or (prob == end and cur[0] != end):
             assert self._set is not None
             self._set(prob, gain)
             self._current = (prob, gain)

@@ -181,6 +181,30 @@ def test_progressive_exploration_masks_training_steps_and_the_buffer_stores_the_
     assert env.residual_prob == 1.0
 
 
+def test_progressive_exploration_can_keep_a_share_of_base_decisions() -> None:
+    """end_prob < 1: after the ramp a share of the training decisions still executes the base (zero residuals stay
+    in the replay buffer); the env applies the full residual once learn() returns."""
+    env = _pendulum_env()
+    model = SAC(ResidualSACPolicy, env, learning_starts=50, buffer_size=1000, batch_size=32, seed=0)
+    cb = ProgressiveExplorationCallback(ramp_steps=100, end_prob=0.6, warmup_gain=1.0)
+    seen: list[bool] = []
+
+    class Record(VLAStatsCallback):
+        def _on_step(self) -> bool:
+            seen.extend(bool(info["residual_applied"]) for info in self.locals["infos"])
+            return super()._on_step()
+
+    model.learn(1100, callback=[cb, Record()])
+    assert cb.schedule(50) == (0.3, 1.0) and cb.schedule(5000) == (0.6, 1.0)
+    late = np.array(seen[100:])
+    assert abs(late.mean() - 0.6) < 0.06  # 1000 decisions at p = 0.6
+    assert env.residual_prob == 1.0
+    with pytest.raises(ValueError, match="end_prob"):
+        ProgressiveExplorationCallback(ramp_steps=10, end_prob=0.0)
+    with pytest.raises(ValueError, match="start_prob"):
+        ProgressiveExplorationCallback(ramp_steps=10, start_prob=0.8, end_prob=0.5)
+
+
 def test_progressive_exploration_reaches_per_env_wrappers_through_env_method() -> None:
     def make() -> gym.Env:
         return ResidualActionWrapper(VLAObservationWrapper(gym.make("Pendulum-v1"), base="zero"), residual_scale=2.0)
