@@ -12,6 +12,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
+from sb3_vla.envs.garment_fold.grasp import grasp_potential, update_grasps
 from sb3_vla.envs.garment_fold.metrics import INSTRUCTIONS, FoldMetrics, FoldTask
 from sb3_vla.envs.garment_fold.scene import (
     ARM_JOINTS,
@@ -26,11 +27,6 @@ from sb3_vla.envs.garment_fold.scene import (
     scene_xml,
 )
 from sb3_vla.envs.garment_fold.scripted import HAND_OPEN, HOME, ScriptedFolder
-
-GRAB_TIP_DIST = 0.015  # thumb-index tip distance that closes a pinch (m)
-GRAB_RADIUS = 0.03  # a cloth vertex within this distance of the pinch point is grabbed
-RELEASE_TIP_DIST = 0.03  # tip distance that opens a pinch
-GRASP_ACCURACY_RANGE = 0.05  # a held vertex this far from the grasp keypoint earns no grasp accuracy potential
 
 # The meshes and compiled XML are the same for every env of a process; each env still compiles its own MjModel
 # because the grasp anchors are written into ``model.eq_data`` at runtime.
@@ -296,7 +292,7 @@ class GarmentFoldEnv(gym.Env):
         self._held = {side: -1 for side in SIDES}
         self.folder.reset(self.np_random)
         self._metrics = self._evaluate()
-        self._potential = self._total_potential(self._metrics)
+        self._potential = self.task.potential(self._metrics) + grasp_potential(self, self._metrics)
         obs = self._get_obs()
         self._last_obs = obs
         return obs, self._info(self._metrics, advanced=False, refused=False)
@@ -315,7 +311,7 @@ class GarmentFoldEnv(gym.Env):
             info = self._info(self._metrics, advanced=False, refused=False)
             info["unstable"] = True
             return self._last_obs, -1.0, True, False, info
-        self._update_grasps()
+        update_grasps(self)
         metrics = self._evaluate()
         reward = 0.0
         advanced = refused = False
@@ -332,7 +328,7 @@ class GarmentFoldEnv(gym.Env):
             else:
                 reward -= self.early_advance_penalty
                 refused = True
-        potential = self._total_potential(metrics)
+        potential = self.task.potential(metrics) + grasp_potential(self, metrics)
         reward += potential - self._potential
         self._potential = potential
         self._metrics = metrics
@@ -443,46 +439,6 @@ class GarmentFoldEnv(gym.Env):
 
     def _evaluate(self) -> FoldMetrics:
         return self.task.evaluate(self._shirt_frame())
-
-    def _update_grasps(self) -> None:
-        """Pinch rule: closed thumb-index tips near a cloth vertex grab it; opening the tips releases it."""
-        m, d = self.model, self.data
-        for side in SIDES:
-            th = d.site_xpos[self._th_tip[side]]
-            ff = d.site_xpos[self._ff_tip[side]]
-            gap = float(np.linalg.norm(th - ff))
-            held = self._held[side]
-            if held >= 0 and gap > RELEASE_TIP_DIST:
-                d.eq_active[self._eq0[side] + held] = 0
-                self._held[side] = -1
-            elif held < 0 and gap < GRAB_TIP_DIST:
-                mid = 0.5 * (th + ff)
-                dist = np.linalg.norm(self._vertices() - mid, axis=1)
-                v = int(np.argmin(dist))
-                if dist[v] < GRAB_RADIUS:
-                    eq = self._eq0[side] + v
-                    palm = self._palm[side]
-                    # Anchor the vertex at the pinch point, expressed in the palm frame.
-                    m.eq_data[eq, 0:3] = d.xmat[palm].reshape(3, 3).T @ (mid - d.xpos[palm])
-                    m.eq_data[eq, 3:6] = 0.0
-                    d.eq_active[eq] = 1
-                    self._held[side] = v
-
-    def _total_potential(self, metrics: FoldMetrics) -> float:
-        phi = self.task.potential(metrics)
-        shaping = self.grasp_shaping > 0.0 or self.grasp_accuracy_shaping > 0.0
-        if shaping and self.stage < 3 and not metrics.complete[self.stage]:
-            grasps = self.folder.STAGE_GRASPS[self.stage]
-            for side, kp in grasps.items():
-                if self._held[side] >= 0:
-                    phi += self.grasp_shaping
-                    if self.grasp_accuracy_shaping > 0.0:
-                        miss = float(np.linalg.norm(self._vertices()[self._held[side]] - self.keypoint_position(kp)))
-                        phi += self.grasp_accuracy_shaping * max(0.0, 1.0 - miss / GRASP_ACCURACY_RANGE)
-                else:
-                    dist = float(np.linalg.norm(self.pinch_position(side) - self.keypoint_position(kp)))
-                    phi += self.grasp_shaping * max(0.0, 1.0 - dist / 0.3)
-        return phi
 
     def _get_obs(self) -> dict[str, np.ndarray]:
         d = self.data
