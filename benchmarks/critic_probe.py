@@ -193,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     p.add_argument("--base", default=None)
     p.add_argument("--env-kwargs", nargs="*", default=[])
     p.add_argument("--ignore-keys", nargs="*", default=[])
+    p.add_argument("--policy-kwargs", nargs="*", default=[])
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args(argv)
     import sb3_vla  # noqa: F401 - registers the envs
@@ -207,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         base=args.base,
         env_kwargs=args.env_kwargs,
         ignore_keys=args.ignore_keys,
+        policy_kwargs=args.policy_kwargs,
     )
     csv_path = args.out / f"{learning.run_stem(args.env, args.algo, args.tag)}.csv"
     checkpoint_dir = learning.pair_checkpoint_dir(csv_path, "residual", args.seed)

@@ -150,6 +150,7 @@ class EnvSetup:
     ignore_keys: tuple[str, ...] = ()  # raw keys no arm's policy reads (e.g. the VLA's camera image)
     sac_kwargs: dict[str, Any] = field(default_factory=dict)
     ppo_kwargs: dict[str, Any] = field(default_factory=dict)
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)  # residual arms' policy kwargs (e.g. log_std_init)
     extractor_kwargs: dict[str, Any] = field(default_factory=dict)
     net_arch: list[int] = field(default_factory=lambda: [256, 256])
 
@@ -345,6 +346,7 @@ def _make_model(setup: EnvSetup, arm: str, algo: str, env: Any, seed: int) -> An
             algo_class = TQC
             policy = "MultiInputPolicy" if arm == "scratch" else ResidualTQCPolicy
         if arm != "scratch":
+            policy_kwargs.update(setup.policy_kwargs)
             policy_kwargs["critic_layer_norm"] = setup.critic_layer_norm
             if setup.n_critics != 2:
                 policy_kwargs["n_critics"] = setup.n_critics
@@ -357,6 +359,8 @@ def _make_model(setup: EnvSetup, arm: str, algo: str, env: Any, seed: int) -> An
         return algo_class(policy, env, seed=seed, verbose=0, policy_kwargs=policy_kwargs, **kwargs)
     policy_kwargs["net_arch"] = dict(pi=list(setup.net_arch), vf=list(setup.net_arch))
     policy = "MultiInputPolicy" if arm == "scratch" else ResidualActorCriticPolicy
+    if arm != "scratch":
+        policy_kwargs.update(setup.policy_kwargs)
     return PPO(policy, env, seed=seed, verbose=0, policy_kwargs=policy_kwargs, **setup.ppo_kwargs)
 
 
@@ -530,6 +534,7 @@ def make_setup(
     recipe: Sequence[str] = (),
     base: str | None = None,
     ignore_keys: Sequence[str] = (),
+    policy_kwargs: Sequence[str] = (),
 ) -> EnvSetup:
     """:func:`env_setup` with the CLI's overrides (rebuilt in each worker: a setup holds unpicklable factories)."""
     setup = env_setup(env_id)
@@ -546,8 +551,15 @@ def make_setup(
     if actor_warmup is not None:
         setup.actor_warmup = int(actor_warmup)
     apply_overrides(setup, algo, env_kwargs, hyperparams)
+    setup.policy_kwargs = {**setup.policy_kwargs, **_key_values(policy_kwargs)}
     setup.ignore_keys = tuple(dict.fromkeys([*setup.ignore_keys, *ignore_keys]))
     return setup
+
+
+def _key_values(items: Sequence[str]) -> dict[str, Any]:
+    from sb3_vla.core.options import parse_key_values
+
+    return parse_key_values(list(items))
 
 
 def _kwargs_text(kwargs: dict[str, Any]) -> str:
@@ -766,6 +778,7 @@ def table(
         + (f" --n-envs {args.n_envs}" if args.n_envs != 1 else "")
         + (f" --env-kwargs {' '.join(args.env_kwargs)}" if args.env_kwargs else "")
         + (f" --hyperparams {' '.join(args.hyperparams)}" if args.hyperparams else "")
+        + (f" --policy-kwargs {' '.join(args.policy_kwargs)}" if args.policy_kwargs else "")
         + (f" --residual-map {shlex.quote(args.residual_map)}" if args.residual_map else "")
         + (f" --residual-scale {args.residual_scale}" if args.residual_scale else "")
         + (f" --actor-warmup {args.actor_warmup}" if args.actor_warmup is not None else "")
@@ -979,6 +992,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--hyperparams", nargs="*", default=[], help="SAC / PPO constructor kwargs overriding the env's, key:value"
     )
     p.add_argument(
+        "--policy-kwargs",
+        nargs="*",
+        default=[],
+        help="residual arms' policy kwargs, key:value (e.g. log_std_init:-1 with use_sde:true)",
+    )
+    p.add_argument(
         "--residual-map",
         default=None,
         help="compose the residual through this ResidualMap ('package.module:Name'), or 'none' for the env's own "
@@ -1048,6 +1067,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         recipe=args.recipe,
         base=args.base,
         ignore_keys=args.ignore_keys,
+        policy_kwargs=args.policy_kwargs,
     )
     setup = make_setup(args.env, args.algo, **overrides)
     not_applicable = {}
@@ -1160,6 +1180,8 @@ def apply_overrides(setup: EnvSetup, algo: str, env_kwargs: Sequence[str], hyper
     setup.env_kwargs = {**setup.env_kwargs, **parse_key_values(list(env_kwargs))}
     target = setup.ppo_kwargs if algo == "ppo" else setup.sac_kwargs
     target.update(parse_key_values(list(hyperparams)))
+    if isinstance(target.get("train_freq"), list):  # train_freq:[1,episode], as rl-zoo's YAML writes it
+        target["train_freq"] = tuple(target["train_freq"])
 
 
 def _drop_rows(path: Path, arm: str, seed: int, after: int = -1) -> None:

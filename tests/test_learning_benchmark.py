@@ -104,6 +104,21 @@ def test_residual_overrides_and_variant_tag(tmp_path):
     assert view.residual_map == {learning.GARMENT_PINCH_MAP: {"targets_key": "task_points"}}
     assert learning._excluded_keys(view, "residual", keys) == ["joint_pos", "vla_action", "vla_embedding"]
     assert "PinchResidualMap(targets_key='task_points')" in learning._dims_note(view)
+    # gSDE held for an episode: train_freq as rl-zoo's YAML list becomes SB3's tuple; --policy-kwargs reach only
+    # the residual arms' policy (scratch stays stock SAC)
+    sde = learning.make_setup(
+        "Pendulum-v1",
+        "sac",
+        hyperparams=["use_sde:true", "train_freq:[1,episode]", "gradient_steps:-1"],
+        policy_kwargs=["log_std_init:-1"],
+    )
+    assert sde.sac_kwargs["train_freq"] == (1, "episode") and sde.policy_kwargs == {"log_std_init": -1}
+    env = learning._make_env(sde, "residual", 1, 0, "dummy")
+    model = learning._make_model(sde, "residual", "sac", env, 0)
+    assert model.use_sde and model.train_freq.unit.value == "episode"
+    assert np.allclose(model.actor.log_std.detach().numpy(), -1.0)
+    scratch = learning._make_model(sde, "scratch", "sac", learning._make_env(sde, "scratch", 1, 0, "dummy"), 0)
+    assert np.allclose(scratch.actor.log_std.detach().numpy(), -3.0)  # SB3's default
 
 
 def test_maniskill_targets_read_the_mean_curves_against_scratch():
