@@ -53,6 +53,18 @@ def _oracle(raw: Any, scale: np.ndarray) -> np.ndarray:
     return out
 
 
+def _pre_tanh_std(actor: Any, obs: Any) -> np.ndarray:
+    """The actor's pre-tanh action std at one state: ``exp(log_std)``, or with gSDE the std of ``latent @ noise``
+    (the noise matrix is drawn per rollout, so this is the spread across rollouts at this state)."""
+    import torch as th
+
+    _, log_std, extra = actor.get_action_dist_params(obs)
+    if getattr(actor, "use_sde", False):
+        std = actor.action_dist.get_std(log_std)  # (latent, action dims)
+        return th.sqrt(th.mm(extra["latent_sde"] ** 2, std**2))[0].detach().numpy()
+    return th.exp(log_std)[0].detach().numpy()
+
+
 def probe(
     setup: learning.EnvSetup, checkpoint_dir: Path, seed: int, episodes: int, algo: str = "sac"
 ) -> dict[str, Any]:
@@ -96,7 +108,7 @@ def probe(
         zero = np.zeros(action.shape[1], np.float32)
         residuals.append(action[0].copy())
         with th.no_grad():  # the actor's exploration width (pre-tanh std) at this state
-            stds.append(th.exp(model.actor.get_action_dist_params(obs_t)[1])[0].numpy())
+            stds.append(_pre_tanh_std(model.actor, obs_t))
         q_pi = q(obs_t, action[0])
         margins.append(q_pi - q(obs_t, zero))
         if t == 0:

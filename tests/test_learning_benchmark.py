@@ -117,6 +117,17 @@ def test_residual_overrides_and_variant_tag(tmp_path):
     model = learning._make_model(sde, "residual", "sac", env, 0)
     assert model.use_sde and model.train_freq.unit.value == "episode"
     assert np.allclose(model.actor.log_std.detach().numpy(), -1.0)
+    # the probe's exploration width with gSDE: the spread of latent @ noise over noise draws at one state
+    from benchmarks import critic_probe
+
+    obs = model.policy.obs_to_tensor(env.reset())[0]
+    width = critic_probe._pre_tanh_std(model.actor, obs)
+    latent = model.actor.get_action_dist_params(obs)[2]["latent_sde"]
+    draws = []
+    for _ in range(2000):
+        model.actor.reset_noise()
+        draws.append(model.actor.action_dist.get_noise(latent)[0, 0].item())
+    assert width.shape == (1,) and width[0] == pytest.approx(np.std(draws), rel=0.1)
     scratch = learning._make_model(sde, "scratch", "sac", learning._make_env(sde, "scratch", 1, 0, "dummy"), 0)
     assert np.allclose(scratch.actor.log_std.detach().numpy(), -3.0)  # SB3's default
 
