@@ -31,6 +31,8 @@ class ResidualMap:
     :attr action_shape: the env action shape ``(A,)`` the map works on.
     :attr observation_space: optional ``Box`` of :meth:`observe`: the base action seen in the residual's space
         (the wrappers add it to the observation as ``vla_action_mapped``), ``None`` for no such view.
+    :attr needs_obs: ``True`` for maps whose composition reads the observation (a residual relative to observed
+        points): ``__call__(base, delta, obs=obs)`` then gets the env's observation, batched like ``base``.
 
     Example::
 
@@ -46,6 +48,7 @@ class ResidualMap:
     dim: int
     action_shape: tuple[int, ...]
     observation_space: spaces.Box | None = None
+    needs_obs: bool = False
 
     def __call__(self, base: np.ndarray, delta: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -77,12 +80,23 @@ def compose_mapped(
     residual_scale: float | np.ndarray,
     low: np.ndarray,
     high: np.ndarray,
+    obs: Mapping[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """``clip(residual_map(base, residual_scale * clip(residual, -1, 1)), low, high)`` for ``(A,)`` or ``(B, A)``
-    base actions and ``(R,)`` or ``(B, R)`` residuals; float32, the shape of ``base_action``."""
+    base actions and ``(R,)`` or ``(B, R)`` residuals; float32, the shape of ``base_action``. ``obs``: the env's
+    observation (single or batched like ``base_action``), passed on to maps with :attr:`ResidualMap.needs_obs`."""
     base2 = np.asarray(base_action, dtype=np.float64).reshape(-1, np.shape(low)[0])
     delta = np.clip(np.asarray(residual, dtype=np.float64), -1.0, 1.0) * np.asarray(residual_scale, dtype=np.float64)
-    out = np.asarray(residual_map(base2, delta.reshape(base2.shape[0], residual_map.dim)), dtype=np.float64)
+    delta = delta.reshape(base2.shape[0], residual_map.dim)
+    if residual_map.needs_obs:
+        if obs is None:
+            raise ValueError(f"{type(residual_map).__name__} composes from the observation, but none was passed")
+        batched = {
+            k: np.asarray(v).reshape(base2.shape[0], *np.shape(v)[np.ndim(base_action) - 1 :]) for k, v in obs.items()
+        }
+        out = np.asarray(residual_map(base2, delta, obs=batched), dtype=np.float64)  # type: ignore[call-arg]
+    else:
+        out = np.asarray(residual_map(base2, delta), dtype=np.float64)
     if out.shape != base2.shape or not np.all(np.isfinite(out)):
         raise ValueError(
             f"{type(residual_map).__name__} returned {out.shape} actions with NaN/inf or of the wrong shape "

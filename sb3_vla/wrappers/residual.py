@@ -159,14 +159,14 @@ class _ResidualCore:
         """Reward cost per env step of executing ``residual`` ``(n, dim)``: ``residual_penalty * mean(residual**2)``."""
         return (self.residual_penalty * np.mean(np.square(residual, dtype=np.float64), axis=-1)).astype(np.float32)
 
-    def compose(self, base: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    def compose(self, base: np.ndarray, residual: np.ndarray, obs: dict[str, np.ndarray] | None = None) -> np.ndarray:
         residual = np.asarray(residual, dtype=np.float32)
         if residual.shape[-1] != self.dim:
             raise ValueError(f"residual action has shape {residual.shape}; expected last dim {self.dim}")
         if not np.all(np.isfinite(residual)):
             raise ValueError(f"residual action contains NaN/inf: {residual}")
         if self.residual_map is not None:
-            return compose_mapped(self.residual_map, base, residual, self.residual_scale, self.low, self.high)
+            return compose_mapped(self.residual_map, base, residual, self.residual_scale, self.low, self.high, obs)
         return compose_action(base, residual, self.residual_scale, self.low, self.high, self.absolute_dims)
 
     def agent_space(self, observation_space: spaces.Dict, keep_base_in_obs: bool) -> spaces.Dict:
@@ -304,9 +304,11 @@ class ResidualActionWrapper(_ExplorationMixin, gym.Wrapper, gym.utils.RecordCons
         self.action_space = spaces.Box(-1.0, 1.0, shape=(self.core.dim,), dtype=np.float32)
         self.keep_base_in_obs = keep_base_in_obs
         self._base_action = np.zeros(self.core.low.shape[0], dtype=np.float32)
+        self._obs: dict[str, np.ndarray] | None = None  # the last raw observation (for maps that read it)
 
     def _agent_obs(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._base_action = np.asarray(obs[self.core.base_key], dtype=np.float32).copy()
+        self._obs = obs
         return self.core.agent_obs(obs, self.keep_base_in_obs)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -322,7 +324,7 @@ class ResidualActionWrapper(_ExplorationMixin, gym.Wrapper, gym.utils.RecordCons
         total = 0.0
         for _ in range(self.core.decision_interval):
             base = self._base_action
-            executed = self.core.compose(base, residual)
+            executed = self.core.compose(base, residual, self._obs)
             obs, reward, terminated, truncated, info = self.env.step(executed)
             self.core.num_steps += 1
             total += float(reward) - cost
@@ -387,10 +389,12 @@ class VecResidualActionWrapper(_ExplorationMixin, VecEnvWrapper):
         self._gated = np.zeros((self.num_envs, self.core.dim), dtype=np.float32)
         self._applied = np.ones(self.num_envs, dtype=bool)
         self._last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._obs: dict[str, np.ndarray] | None = None  # the last raw observation (for maps that read it)
 
     def _agent_obs(self, obs: VecEnvObs) -> VecEnvObs:
         assert isinstance(obs, dict)
         self._base_actions = np.asarray(obs[self.core.base_key], dtype=np.float32).copy()
+        self._obs = obs
         return self.core.agent_obs(obs, self.keep_base_in_obs)
 
     def seed(self, seed: int | None = None) -> Sequence[None | int]:
@@ -403,7 +407,7 @@ class VecResidualActionWrapper(_ExplorationMixin, VecEnvWrapper):
         return self._agent_obs(obs)
 
     def _send(self, residual: np.ndarray) -> None:
-        executed = self.core.compose(self._base_actions, residual)
+        executed = self.core.compose(self._base_actions, residual, self._obs)
         self._last = (self._base_actions, residual, executed)
         self.venv.step_async(executed)
 

@@ -414,7 +414,8 @@ class SB3PolicyBase(BaseModel):
         assert inner_action is not None
         low, high = self.action_space.low, self.action_space.high
         if self.residual_map is not None:
-            composed = compose_mapped(self.residual_map, inner_action, action, self.residual_scale, low, high)
+            scale = self.residual_scale
+            composed = compose_mapped(self.residual_map, inner_action, action, scale, low, high, batch.obs)
         else:
             composed = compose_action(inner_action, action, self.residual_scale, low, high, self.absolute_dims)
         return composed, (np.asarray(inner_emb, dtype=np.float32) if self.use_inner_embedding else None)

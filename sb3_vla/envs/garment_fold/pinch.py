@@ -27,6 +27,9 @@ from sb3_vla.envs.garment_fold.scene import ARM_JOINTS, JOINTS_PER_SIDE, SIDES
 #: perception error is 3 cm per axis), +-1 cm in z (heights are not perceived; a pinch 3 mm above the table misses
 #: the cloth when lifted by a centimetre), +-0.3 on the advance signal (the base's 0 / 1 requests always win)
 PINCH_RESIDUAL_SCALE = (0.05, 0.05, 0.01, 0.05, 0.05, 0.01, 0.3)
+#: residual scale of :class:`PinchResidualMap` with ``relative=True``: per hand, fractions up to 1.5 of the xy offsets
+#: to the grasp keypoint and to the place target (1: onto the point), +-0.5 cm in z; +-0.3 on the advance signal
+RELATIVE_PINCH_RESIDUAL_SCALE = (1.5, 1.5, 1.5, 1.5, 0.005, 1.5, 1.5, 1.5, 1.5, 0.005, 0.3)
 
 
 class PinchResidualMap(ResidualMap):
@@ -42,6 +45,11 @@ class PinchResidualMap(ResidualMap):
         (left, right) the offset (x, y, z) from its commanded pinch point to the grasp keypoint and to the place
         target, clipped to ``+-target_range`` and divided by it (so +-1 means that far or farther).
     :param target_range: the range (m) of those offsets.
+    :param relative: residuals relative to those task points (needs ``targets_key``): per hand (left ``0-4``, right
+        ``5-9``) the fractions of the xy offset to the grasp keypoint (``0-1``) and to the place target (``2-3``)
+        added to its pinch point, and ``dz`` (m); dim ``10`` the advance signal. Use with
+        :data:`RELATIVE_PINCH_RESIDUAL_SCALE`. The correction of a perception error is then one constant (a
+        fraction of 1 toward the stage's point) rather than a function of the observation to learn.
 
     Example::
 
@@ -65,11 +73,18 @@ class PinchResidualMap(ResidualMap):
     action_shape = (61,)
     observation_space = spaces.Box(-2.0, 2.0, shape=(7,), dtype=np.float32)
 
-    def __init__(self, iters: int = 2, targets_key: str | None = None, target_range: float = 0.05) -> None:
+    def __init__(
+        self, iters: int = 2, targets_key: str | None = None, target_range: float = 0.05, relative: bool = False
+    ) -> None:
         from sb3_vla.envs.garment_fold.scripted import ArmIK
 
         if target_range <= 0.0:
             raise ValueError(f"target_range must be > 0 (metres), got {target_range}")
+        if relative and targets_key is None:
+            raise ValueError("relative=True moves pinch points toward observed task points: pass targets_key too")
+        self.relative = bool(relative)
+        if self.relative:
+            self.dim, self.needs_obs = 11, True
         self.ik = ArmIK()
         self.iters = int(iters)
         self.targets_key = targets_key
@@ -93,18 +108,32 @@ class PinchResidualMap(ResidualMap):
         out = np.clip(out, -2.0, 2.0)
         if self.targets_key is None:
             return out
+        offsets = self._offsets(out[:, :6], obs) / self.target_range
+        return np.concatenate([out, offsets.reshape(-1, 12)], axis=1)
+
+    def _offsets(self, pinch: np.ndarray, obs: Mapping[str, np.ndarray] | None) -> np.ndarray:
+        """``(B, 2 hands, 2 points, 3)`` offsets (m) from the commanded pinch points ``(B, 6)`` to the task points
+        (grasp keypoint, place target), clipped to ``+-target_range``."""
         if obs is None or self.targets_key not in obs:
             raise ValueError(
                 f"PinchResidualMap(targets_key={self.targets_key!r}) reads the observation key {self.targets_key!r}, "
                 f"which the observation lacks (keys: {sorted(obs or {})}); make the env with task_points_obs=True"
             )
-        points = np.asarray(obs[self.targets_key], dtype=np.float64).reshape(base.shape[0], 2, 2, 3)
-        offsets = (points - out[:, :6].reshape(-1, 2, 1, 3)) / self.target_range
-        return np.concatenate([out, np.clip(offsets, -1.0, 1.0).reshape(-1, 12)], axis=1)
+        points = np.asarray(obs[self.targets_key], dtype=np.float64).reshape(pinch.shape[0], 2, 2, 3)
+        rng = self.target_range
+        return np.clip(points - pinch.reshape(-1, 2, 1, 3), -rng, rng)
 
-    def __call__(self, base: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    def __call__(self, base: np.ndarray, delta: np.ndarray, obs: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         base = np.asarray(base, dtype=np.float64)
         delta = np.asarray(delta, dtype=np.float64)
+        if self.relative:  # fractions of the observed offsets -> pinch offsets (m), as the absolute form takes
+            pinch = np.stack([self.ik.forward(s, self._arm_q(b, i)) for b in base for i, s in enumerate(SIDES)])
+            off = self._offsets(pinch.reshape(-1, 6), obs)
+            hands = delta[:, :10].reshape(-1, 2, 5)
+            dp = np.zeros((base.shape[0], 2, 3))
+            dp[..., :2] = hands[..., 0:2] * off[:, :, 0, :2] + hands[..., 2:4] * off[:, :, 1, :2]
+            dp[..., 2] = hands[..., 4]
+            delta = np.concatenate([dp.reshape(-1, 6), delta[:, 10:11]], axis=1)
         out = base.copy()
         span = self.ik.hi - self.ik.lo
         for b in range(base.shape[0]):
