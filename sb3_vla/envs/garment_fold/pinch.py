@@ -114,12 +114,13 @@ class PinchResidualMap(ResidualMap):
     def _offsets(self, pinch: np.ndarray, obs: Mapping[str, np.ndarray] | None) -> np.ndarray:
         """``(B, 2 hands, 2 points, 3)`` offsets (m) from the commanded pinch points ``(B, 6)`` to the task points
         (grasp keypoint, place target), clipped to ``+-target_range``."""
-        if obs is None or self.targets_key not in obs:
+        key = self.targets_key
+        if obs is None or key is None or key not in obs:
             raise ValueError(
                 f"PinchResidualMap(targets_key={self.targets_key!r}) reads the observation key {self.targets_key!r}, "
                 f"which the observation lacks (keys: {sorted(obs or {})}); make the env with task_points_obs=True"
             )
-        points = np.asarray(obs[self.targets_key], dtype=np.float64).reshape(pinch.shape[0], 2, 2, 3)
+        points = np.asarray(obs[key], dtype=np.float64).reshape(pinch.shape[0], 2, 2, 3)
         rng = self.target_range
         return np.clip(points - pinch.reshape(-1, 2, 1, 3), -rng, rng)
 
