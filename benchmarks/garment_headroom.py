@@ -44,27 +44,39 @@ from gymnasium import spaces
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 NOISE = 0.03
+#: the relative rule's fraction of the offset from a pinch point to its task point (keypoint, then place target)
+RELATIVE_RULE_FRACTION = 0.5
 
 
 def run(mode: str, command_frame: bool, noise: float, seeds: list[int], pinch_clip: float, joint_clip: float) -> str:
-    """Roll out the folder (plus the oracle in ``mode`` ``pinch`` / ``joint`` / ``none``); one letter per episode:
-    ``S`` success, else the stage reached."""
+    """Roll out the folder (plus the oracle in ``mode`` ``pinch`` / ``joint`` / ``none``, or ``relative``: a rule of
+    the observation alone over relative pinch residuals); one letter per episode: ``S`` success, else the stage
+    reached."""
     from sb3_vla.envs.garment_fold import GarmentFoldEnv, PinchResidualMap
     from sb3_vla.envs.garment_fold.oracle import oracle_offsets
     from sb3_vla.envs.garment_fold.scene import JOINTS_PER_SIDE
     from sb3_vla.envs.garment_fold.scripted import SIDES
 
-    env = GarmentFoldEnv(pcd_points=0, scripted_noise=noise, scripted_command_frame=command_frame)
+    env = GarmentFoldEnv(
+        pcd_points=0, scripted_noise=noise, scripted_command_frame=command_frame, task_points_obs=mode == "relative"
+    )
     space = env.action_space
     assert isinstance(space, spaces.Box)
     pinch = PinchResidualMap(iters=3)
+    relative = PinchResidualMap(iters=3, targets_key="task_points", relative=True)
     out = []
     for seed in seeds:
-        env.reset(seed=seed)
+        obs, _ = env.reset(seed=seed)
         success = False
         for _ in range(150):
             action = env.scripted_action().astype(np.float64)
-            offsets = oracle_offsets(env) if mode != "none" else {}
+            if mode == "relative":  # half-way toward the grasp keypoint until held, then toward the place target
+                delta = np.zeros((1, 11))
+                for i, held in enumerate(obs["held"] > 0.5):
+                    delta[0, 5 * i + (2 if held else 0) : 5 * i + (4 if held else 2)] = RELATIVE_RULE_FRACTION
+                batched = {k: np.asarray(v)[None] for k, v in obs.items()}
+                action = relative(action[None], delta, obs=batched)[0]
+            offsets = oracle_offsets(env) if mode in ("pinch", "joint") else {}
             delta = np.zeros((1, 7))
             for i, side in enumerate(SIDES):
                 if side in offsets:
@@ -77,7 +89,7 @@ def run(mode: str, command_frame: bool, noise: float, seeds: list[int], pinch_cl
                     cols = slice(i * JOINTS_PER_SIDE, i * JOINTS_PER_SIDE + 6)
                     # ... clipped per joint, as a joint-space residual of scale joint_clip is
                     action[cols] += np.clip(moved[cols] - action[cols], -joint_clip, joint_clip)
-            _, _, terminated, truncated, info = env.step(np.clip(action, space.low, space.high))
+            obs, _, terminated, truncated, info = env.step(np.clip(action, space.low, space.high))
             success |= bool(info["is_success"])
             if terminated or truncated:
                 break
@@ -144,6 +156,13 @@ def main(argv: list[str] | None = None) -> str:
         ("+ oracle pinch-point correction (PinchResidualMap), command-frame folder", "pinch", True, NOISE),
         ("+ oracle pinch-point correction, folder judging by the measured hand", "pinch", False, NOISE),
         (f"+ oracle correction as a joint-space residual (+-{args.joint_clip:g} per joint)", "joint", True, NOISE),
+        (
+            f"+ a rule of the observation over relative pinch residuals (PinchResidualMap(relative=True)): "
+            f"{RELATIVE_RULE_FRACTION:g} of the offset to the grasp keypoint until held, then to the place target",
+            "relative",
+            True,
+            NOISE,
+        ),
         ("noise-free folder (ceiling)", "none", True, 0.0),
     ]
     if args.skip_scripted:
@@ -197,7 +216,9 @@ def main(argv: list[str] | None = None) -> str:
             "Reading: the base's failures are its perception error, and a residual can remove them only when (1) it "
             "acts in Cartesian space (clipped per joint, a joint-space residual turns the correction and delivers "
             "less of it) and (2) the base does not fight it: a closed-loop base that checks arrival against its own "
-            "(wrong) goal stalls when a residual moves its hand to the right place. Wall time "
+            "(wrong) goal stalls when a residual moves its hand to the right place. With residuals relative to the "
+            "observed task points, a fixed fraction toward the point the stage needs, switched by the observed "
+            "`held` bit, is a correction a learner can find without reading the error itself. Wall time "
             f"{time.perf_counter() - t0:.0f} s.",
         ]
     md = "\n".join(lines)
