@@ -10,7 +10,8 @@ On GarmentFold-v0 with the scripted folder it also compares the policy with the 
 ``benchmarks/garment_headroom.py`` (the correction that cancels the folder's perception error): their correlation
 per x/y dim, ``Q(s, oracle) - Q(s, 0)``, and per folder phase the critic along the line to the oracle,
 ``Q(s, f * oracle) - Q(s, 0)`` for ``f`` in :data:`ORACLE_LINE`; and the actor's pre-tanh std per dim (how far
-its exploration reaches).
+its exploration reaches). With relative pinch residuals (``PinchResidualMap(relative=True)``) the reference is the
+observation rule ``relative_rule`` instead of the oracle.
 
 Run with the flags the learning run used (they rebuild its env and model), e.g.::
 
@@ -53,6 +54,13 @@ def _oracle(raw: Any, scale: np.ndarray) -> np.ndarray:
     return out
 
 
+def _rule(obs: dict[str, np.ndarray], scale: np.ndarray) -> np.ndarray:
+    """The relative map's reference correction, a rule of the observation (``relative_rule``), in [-1, 1]."""
+    from sb3_vla.envs.garment_fold.oracle import relative_rule
+
+    return np.clip(relative_rule(obs["held"][0]) / scale, -1.0, 1.0).astype(np.float32)
+
+
 def _pre_tanh_std(actor: Any, obs: Any) -> np.ndarray:
     """The actor's pre-tanh action std at one state: ``exp(log_std)``, or with gSDE the std of ``latent @ noise``
     (the noise matrix is drawn per rollout, so this is the spread across rollouts at this state)."""
@@ -84,6 +92,8 @@ def probe(
         inner = inner.venv
     raw = inner.envs[0].unwrapped
     with_oracle = setup.env_id == "GarmentFold-v0" and setup.base == "scripted"
+    # relative pinch residuals (11-D): the reference is the observation rule that folds 18/20 (garment_headroom)
+    relative = with_oracle and env.action_space.shape == (11,)
     scale = np.broadcast_to(np.asarray(setup.residual_scale, dtype=np.float64), env.action_space.shape)
 
     def q(obs_t: Any, action: np.ndarray) -> float:
@@ -114,7 +124,7 @@ def probe(
         if t == 0:
             first_q.append(q_pi)
         if with_oracle:
-            oracle = _oracle(raw, np.asarray(scale))
+            oracle = _rule(obs, np.asarray(scale)) if relative else _oracle(raw, np.asarray(scale))
             oracles.append(oracle)
             oracle_margins.append(q(obs_t, oracle) - q(obs_t, zero))
             if np.any(oracle):
@@ -176,8 +186,9 @@ def report(result: dict[str, Any], episodes: int) -> str:
     ]
     if result["oracle"] is not None:
         o = result["oracle"]
-        moving = np.abs(o[:, [0, 1, 3, 4]]).sum(1) > 0
-        for d in (0, 1, 3, 4):
+        dims = [0, 1, 2, 3, 5, 6, 7, 8] if o.shape[1] == 11 else [0, 1, 3, 4]  # relative map: the fraction dims
+        moving = np.abs(o[:, dims]).sum(1) > 0
+        for d in dims:
             a, b = r[moving, d], o[moving, d]
             corr = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
             lines.append(f"dim {d}: correlation with the oracle over {int(moving.sum())} decisions = {corr:+.2f}")

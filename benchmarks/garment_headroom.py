@@ -44,8 +44,6 @@ from gymnasium import spaces
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 NOISE = 0.03
-#: the relative rule's fraction of the offset from a pinch point to its task point (keypoint, then place target)
-RELATIVE_RULE_FRACTION = 0.5
 
 
 def run(mode: str, command_frame: bool, noise: float, seeds: list[int], pinch_clip: float, joint_clip: float) -> str:
@@ -53,7 +51,7 @@ def run(mode: str, command_frame: bool, noise: float, seeds: list[int], pinch_cl
     the observation alone over relative pinch residuals); one letter per episode: ``S`` success, else the stage
     reached."""
     from sb3_vla.envs.garment_fold import GarmentFoldEnv, PinchResidualMap
-    from sb3_vla.envs.garment_fold.oracle import oracle_offsets
+    from sb3_vla.envs.garment_fold.oracle import oracle_offsets, relative_rule
     from sb3_vla.envs.garment_fold.scene import JOINTS_PER_SIDE
     from sb3_vla.envs.garment_fold.scripted import SIDES
 
@@ -71,9 +69,7 @@ def run(mode: str, command_frame: bool, noise: float, seeds: list[int], pinch_cl
         for _ in range(150):
             action = env.scripted_action().astype(np.float64)
             if mode == "relative":  # half-way toward the grasp keypoint until held, then toward the place target
-                delta = np.zeros((1, 11))
-                for i, held in enumerate(obs["held"] > 0.5):
-                    delta[0, 5 * i + (2 if held else 0) : 5 * i + (4 if held else 2)] = RELATIVE_RULE_FRACTION
+                delta = relative_rule(obs["held"])[None]
                 batched = {k: np.asarray(v)[None] for k, v in obs.items()}
                 action = relative(action[None], delta, obs=batched)[0]
             offsets = oracle_offsets(env) if mode in ("pinch", "joint") else {}
@@ -151,6 +147,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--skip-scripted", action="store_true", help="run the SmallVLA rows only (their own section)")
     args = p.parse_args(argv)
     seeds = list(range(args.seed, args.seed + args.episodes))
+    from sb3_vla.envs.garment_fold.oracle import RELATIVE_RULE_FRACTION
+
     rows = [
         ("scripted folder, no residual", "none", True, NOISE),
         ("+ oracle pinch-point correction (PinchResidualMap), command-frame folder", "pinch", True, NOISE),

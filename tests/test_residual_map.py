@@ -27,6 +27,7 @@ from sb3_vla.envs.garment_fold import (
     PinchResidualMap,
     TaskPointsObservationWrapper,
 )
+from sb3_vla.envs.garment_fold.oracle import relative_rule
 from sb3_vla.envs.garment_fold.scripted import CARRY, CLOSE, DESCEND
 from sb3_vla.wrappers import (
     MAPPED_ACTION_KEY,
@@ -228,8 +229,7 @@ def test_an_observation_rule_over_relative_residuals_folds_what_the_base_drops()
         for _ in range(60):
             residual = np.zeros(11, np.float32)
             if rule:
-                for i, held in enumerate(obs["held"] > 0.5):
-                    residual[5 * i + (2 if held else 0) : 5 * i + (4 if held else 2)] = 1.0 / 3.0
+                residual = (relative_rule(obs["held"]) / RELATIVE_PINCH_RESIDUAL_SCALE).astype(np.float32)
             obs, _, terminated, truncated, info = env.step(residual)
             success |= bool(info["is_success"])
             if terminated or truncated:

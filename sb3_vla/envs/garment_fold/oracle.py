@@ -30,3 +30,26 @@ def oracle_offsets(env: GarmentFoldEnv) -> dict[str, np.ndarray]:
         elif f.phase in (RELEASE, RETREAT):
             out[side] = place
     return out
+
+
+#: the fraction of the offset to the task point that :func:`relative_rule` moves each pinch point by
+RELATIVE_RULE_FRACTION = 0.5
+
+
+def relative_rule(held: np.ndarray, fraction: float = RELATIVE_RULE_FRACTION) -> np.ndarray:
+    """A rule of the observation alone over :class:`~sb3_vla.envs.garment_fold.PinchResidualMap` ``relative=True``
+    deltas ``(11,)``: each hand moves ``fraction`` of the way toward the stage's grasp keypoint until it holds the
+    cloth (``held``, the observation key), then toward the place target; ``dz`` and the advance stay 0. Divide by
+    :data:`~sb3_vla.envs.garment_fold.RELATIVE_PINCH_RESIDUAL_SCALE` for the residual in ``[-1, 1]``.
+
+    Example::
+
+        >>> relative_rule(np.array([0.0, 1.0]))[:10].reshape(2, 5)
+        array([[0.5, 0.5, 0. , 0. , 0. ],
+               [0. , 0. , 0.5, 0.5, 0. ]])
+    """
+    out = np.zeros(11)
+    for i, is_held in enumerate(np.asarray(held).reshape(2) > 0.5):
+        start = 5 * i + (2 if is_held else 0)
+        out[start : start + 2] = fraction
+    return out
