@@ -369,7 +369,7 @@ def test_headroom_benchmark_one_episode(tmp_path) -> None:
         ["--episodes", "1", "--seed", "1002", "--workers", "1", "--results-md", str(results_md), "--smallvla-clips"]
     )
     rows = [line for line in md.splitlines() if line.startswith("| ") and "/1 |" in line]
-    assert len(rows) == 5
+    assert len(rows) == 6
     outcome = {row.split(" | ")[0][2:]: row.split(" | ")[1] for row in rows}
     # seed 1002: the oracle correction stalls the folder judging by the measured hand, and goes through in the
     # command frame (the folder's place point is 5 cm off there)
@@ -377,6 +377,8 @@ def test_headroom_benchmark_one_episode(tmp_path) -> None:
     assert outcome["+ oracle pinch-point correction (PinchResidualMap), command-frame folder"] == "1/1"
     assert outcome["scripted folder, no residual"] == "0/1"
     assert outcome["noise-free folder (ceiling)"] == "1/1"
+    rule = [k for k in outcome if k.startswith("+ a rule of the observation over relative pinch residuals")]
+    assert len(rule) == 1 and outcome[rule[0]] == "1/1"  # the rule folds it too, without the oracle's privilege
     assert "<!-- BEGIN garment_headroom -->" in results_md.read_text()
 
 
