@@ -94,19 +94,26 @@ def run(mode: str, command_frame: bool, noise: float, seeds: list[int], pinch_cl
     return "".join(out)
 
 
-def run_small_vla(clip_xy: float, clip_z: float, seeds: list[int]) -> str:
-    """Roll out SmallVLA, with (``clip_xy > 0``) the oracle pinch correction clipped to ``clip_xy`` / ``clip_z`` m;
-    one letter per episode as :func:`run`."""
-    from sb3_vla.envs.garment_fold import GarmentFoldEnv, PinchResidualMap
+def run_small_vla(clip_xy: float, clip_z: float, seeds: list[int], rule_fraction: float = 0.0) -> str:
+    """Roll out SmallVLA, with (``clip_xy > 0``) the oracle pinch correction clipped to ``clip_xy`` / ``clip_z`` m,
+    or (``rule_fraction > 0``) the relative rule of the observation at that fraction; one letter per episode as
+    :func:`run`."""
+    from sb3_vla.envs.garment_fold import RELATIVE_PINCH_RESIDUAL_SCALE, GarmentFoldEnv, PinchResidualMap
+    from sb3_vla.envs.garment_fold.oracle import relative_rule
     from sb3_vla.wrappers import ResidualActionWrapper, VLAObservationWrapper
 
     # the folder inside the env is noise-free: it is the oracle here, not the base
-    raw = GarmentFoldEnv(pcd_points=0, rgb_obs=True, image_size=128, scripted_noise=0.0)
+    raw = GarmentFoldEnv(
+        pcd_points=0, rgb_obs=True, image_size=128, scripted_noise=0.0, task_points_obs=rule_fraction > 0
+    )
     scale = np.array([max(clip_xy, 1e-6)] * 2 + [max(clip_z, 1e-6)] + [max(clip_xy, 1e-6)] * 2 + [max(clip_z, 1e-6)])
+    relative = np.asarray(RELATIVE_PINCH_RESIDUAL_SCALE)
     env = ResidualActionWrapper(
         VLAObservationWrapper(raw, base="small-vla:garment_fold", query_interval=2),
-        residual_map=PinchResidualMap(iters=3),
-        residual_scale=[*scale.tolist(), 0.3],
+        residual_map=PinchResidualMap(iters=3, targets_key="task_points", relative=True)
+        if rule_fraction > 0
+        else PinchResidualMap(iters=3),
+        residual_scale=relative if rule_fraction > 0 else [*scale.tolist(), 0.3],
     )
     pinch = PinchResidualMap(iters=3)
     out = []
@@ -114,8 +121,10 @@ def run_small_vla(clip_xy: float, clip_z: float, seeds: list[int]) -> str:
         obs, info = env.reset(seed=seed)
         success = False
         for _ in range(150):
-            residual = np.zeros(7, np.float32)
-            if clip_xy > 0:
+            residual = np.zeros(env.action_space.shape, np.float32)
+            if rule_fraction > 0:
+                residual = (relative_rule(obs["held"], rule_fraction) / relative).astype(np.float32)
+            elif clip_xy > 0:
                 raw.folder.follow(info.get("stage_complete"))
                 target = pinch.observe(raw.scripted_action()[None].astype(np.float64))[0]
                 commanded = np.asarray(obs["vla_action_mapped"], dtype=np.float64)
@@ -142,6 +151,13 @@ def main(argv: list[str] | None = None) -> str:
         nargs="*",
         default=[0.02, 0.05],
         help="x/y bounds (m) of SmallVLA's oracle pinch correction (z: a quarter of it); none: skip SmallVLA rows",
+    )
+    p.add_argument(
+        "--smallvla-rule-fractions",
+        type=float,
+        nargs="*",
+        default=[0.1],
+        help="fractions of the relative rule on SmallVLA (relative pinch residuals from the observation alone)",
     )
     p.add_argument("--results-md", type=Path, default=None, help="RESULTS.md to write (default benchmarks/)")
     p.add_argument("--skip-scripted", action="store_true", help="run the SmallVLA rows only (their own section)")
@@ -175,6 +191,11 @@ def main(argv: list[str] | None = None) -> str:
         (run, (mode, cf, noise, seeds, args.pinch_clip, args.joint_clip)) for _, mode, cf, noise in rows
     ]
     jobs += [(run_small_vla, (c, c / 4, seeds)) for _, c in vla_rows]
+    rule_rows = [
+        (f"SmallVLA + the relative rule of the observation at fraction {f:g} (PinchResidualMap(relative=True))", f)
+        for f in (args.smallvla_rule_fractions if args.smallvla_clips else [])
+    ]
+    jobs += [(run_small_vla, (0.0, 0.0, seeds, f)) for _, f in rule_rows]
     if args.workers <= 1:
         results = [fn(*fn_args) for fn, fn_args in jobs]
     else:
@@ -182,7 +203,7 @@ def main(argv: list[str] | None = None) -> str:
         with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(fn, *fn_args) for fn, fn_args in jobs]
             results = [f.result() for f in futures]
-    rows_out = [title for title, *_ in rows] + [title for title, _ in vla_rows]
+    rows_out = [title for title, *_ in rows] + [title for title, _ in vla_rows] + [title for title, _ in rule_rows]
     from benchmarks._results import RESULTS, write_section
 
     lines = [
@@ -205,7 +226,9 @@ def main(argv: list[str] | None = None) -> str:
         reading = (
             "Reading: SmallVLA's own failures are mostly misplaced pinch points, which a bounded Cartesian residual "
             "can correct; the bound caps the gain (compare the rows). A learned residual has to find the same "
-            f"correction from the observation. Wall time {time.perf_counter() - t0:.0f} s."
+            "correction from the observation; the relative rule rows show one it can read off the observation "
+            "(small fractions: SmallVLA closes its loop through the camera, and large moves of its hand break it). "
+            f"Wall time {time.perf_counter() - t0:.0f} s."
         )
         lines += ["", reading]
     else:

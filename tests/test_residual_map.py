@@ -383,15 +383,19 @@ def test_headroom_benchmark_one_episode(tmp_path) -> None:
 
 
 def test_headroom_benchmark_small_vla_oracle(tmp_path) -> None:
-    """Seed 1001: SmallVLA alone fails the first fold; moving its pinch points onto the noise-free folder's succeeds."""
+    """Seed 1001: SmallVLA alone fails the first fold; moving its pinch points onto the noise-free folder's succeeds,
+    and so does the relative rule of the observation (a fifth of the way toward the stage's points)."""
     from benchmarks import garment_headroom
 
     results_md = tmp_path / "RESULTS.md"
     args = ["--episodes", "1", "--seed", "1001", "--workers", "1", "--results-md", str(results_md)]
-    md = garment_headroom.main([*args, "--skip-scripted", "--smallvla-clips", "0.05"])
+    md = garment_headroom.main(
+        [*args, "--skip-scripted", "--smallvla-clips", "0.05", "--smallvla-rule-fractions", "0.2"]
+    )
     outcome = {row.split(" | ")[0][2:]: row.split(" | ")[1] for row in md.splitlines() if "/1 |" in row}
     assert outcome == {
         "SmallVLA base, no residual": "0/1",
         "SmallVLA + oracle pinch-point correction (+-5 cm x/y, +-1.25 cm z)": "1/1",
+        "SmallVLA + the relative rule of the observation at fraction 0.2 (PinchResidualMap(relative=True))": "1/1",
     }
     assert "<!-- BEGIN garment_headroom_smallvla -->" in results_md.read_text()
