@@ -231,11 +231,20 @@ def main(argv: list[str] | None = None) -> str:
     rows_out = [title for title, *_ in rows] + [title for title, _ in vla_rows] + [title for title, _ in rule_rows]
     from benchmarks._results import RESULTS, write_section
 
+    flags = " --skip-scripted" if args.skip_scripted else ""
+    flags += f" --workers {args.workers} --smallvla-clips " + " ".join(f"{c:g}" for c in args.smallvla_clips)
+    if args.smallvla_clips:
+        flags += " --smallvla-rule-fractions " + " ".join(f"{f:g}" for f in args.smallvla_rule_fractions)
     lines = [
-        "## GarmentFold-v0 headroom: an oracle residual on the scripted folder and on SmallVLA",
+        "## GarmentFold-v0 headroom: "
+        + (
+            "an oracle residual on SmallVLA, by bound"
+            if args.skip_scripted
+            else "an oracle residual on the scripted folder"
+        ),
         "",
-        f"Command: `python benchmarks/garment_headroom.py --episodes {args.episodes}"
-        f"{' --skip-scripted' if args.skip_scripted else ''}` (seeds {seeds[0]}..{seeds[-1]}, "
+        f"Command: `python benchmarks/garment_headroom.py --episodes {args.episodes}{flags}` "
+        f"(seeds {seeds[0]}..{seeds[-1]}, "
         f"perception noise {NOISE * 100:g} cm per axis, oracle pinch offsets clipped to +-{args.pinch_clip * 100:g} "
         "cm). The oracle reads the folder's perception error (privileged) and cancels it; a learned residual has to "
         "infer it from the observation. For SmallVLA the oracle moves its commanded pinch points onto a noise-free "
