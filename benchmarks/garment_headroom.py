@@ -145,7 +145,7 @@ def run_small_vla(clip_xy: float, clip_z: float, seeds: list[int], rule_fraction
         obs, info = env.reset(seed=seed)
         success = False
         for _ in range(150):
-            residual = np.zeros(env.action_space.shape, np.float32)
+            residual = np.zeros(11 if rule_fraction > 0 else 7, np.float32)
             if rule_fraction > 0:
                 residual = (relative_rule(obs["held"], rule_fraction) / relative).astype(np.float32)
             elif clip_xy > 0:
