@@ -21,13 +21,14 @@ from sb3_vla.bases import VLABatch
 from sb3_vla.bases.backends.sb3_policy import make_sb3_base
 from sb3_vla.core.residual_map import compose_mapped
 from sb3_vla.envs.garment_fold import (
+    PHASED_PINCH_RESIDUAL_SCALE,
     PINCH_RESIDUAL_SCALE,
     RELATIVE_PINCH_RESIDUAL_SCALE,
     GarmentFoldEnv,
     PinchResidualMap,
     TaskPointsObservationWrapper,
 )
-from sb3_vla.envs.garment_fold.oracle import relative_rule
+from sb3_vla.envs.garment_fold.oracle import RELATIVE_RULE_FRACTION, relative_rule
 from sb3_vla.envs.garment_fold.scripted import CARRY, CLOSE, DESCEND
 from sb3_vla.wrappers import (
     MAPPED_ACTION_KEY,
@@ -159,11 +160,14 @@ def test_targets_view_reads_the_descend_correction_off_one_vector() -> None:
         ResidualActionWrapper(env.env, residual_map={"sb3_vla.envs.garment_fold:PinchResidualMap": 3})
 
 
-def _relative_env(vec: bool = False):
+def _relative_env(vec: bool = False, held_key: str | None = None):
+    map_kwargs: dict[str, object] = {"targets_key": "task_points", "relative": True}
+    if held_key is not None:
+        map_kwargs["held_key"] = held_key
     kwargs = dict(
         decision_interval=4,
-        residual_scale=RELATIVE_PINCH_RESIDUAL_SCALE,
-        residual_map={"sb3_vla.envs.garment_fold:PinchResidualMap": {"targets_key": "task_points", "relative": True}},
+        residual_scale=PHASED_PINCH_RESIDUAL_SCALE if held_key else RELATIVE_PINCH_RESIDUAL_SCALE,
+        residual_map={"sb3_vla.envs.garment_fold:PinchResidualMap": map_kwargs},
     )
     if vec:
         return make_residual_vec_env(
@@ -236,6 +240,37 @@ def test_an_observation_rule_over_relative_residuals_folds_what_the_base_drops()
                 break
         results.append(success)
     assert results == [False, True]
+
+
+def test_held_phased_residuals_make_the_observation_rule_one_constant() -> None:
+    """held_key="held": each hand's fractions apply to its current task point (grasp keypoint until it holds the
+    cloth, then place target), so the relative rule is the constant residual 0.5 / 1.5 on the xy dims. It executes
+    the relative rule's joint targets until a hand first grasps (the map then switches points within the decision,
+    the rule at the next one) and folds seed 1001, which the base alone drops, as the rule does."""
+    phased, relative = _relative_env(held_key="held"), _relative_env()
+    assert phased.action_space.shape == (7,) and phased.observation_space[MAPPED_ACTION_KEY].shape == (19,)
+    constant = np.zeros(7, np.float32)
+    constant[[0, 1, 3, 4]] = RELATIVE_RULE_FRACTION / 1.5
+    obs, _ = relative.reset(seed=1001)
+    phased.reset(seed=1001)
+    success, held_seen = np.zeros(2, bool), np.zeros(2, bool)
+    for _ in range(60):
+        rule = (relative_rule(obs["held"]) / RELATIVE_PINCH_RESIDUAL_SCALE).astype(np.float32)
+        obs, _, terminated, truncated, info = relative.step(rule)
+        phased_obs, *_, phased_info = phased.step(constant)
+        held_seen |= phased_obs["held"] > 0.5
+        if not held_seen.any():
+            np.testing.assert_allclose(phased_info["executed_action"], info["executed_action"], atol=1e-6)
+        success |= [bool(phased_info["is_success"]), bool(info["is_success"])]
+        if terminated or truncated:
+            break
+    assert success.all() and held_seen.all()  # both hands held the cloth (grasp and place points were used)
+    with pytest.raises(ValueError, match="pass relative=True too"):
+        PinchResidualMap(targets_key="task_points", held_key="held")
+    m = PinchResidualMap(targets_key="task_points", relative=True, held_key="grasped")
+    raw = {k: np.asarray(v)[None] for k, v in phased._obs.items()}
+    with pytest.raises(ValueError, match="'grasped'.*observes it as 'held'"):
+        m(raw["vla_action"], np.ones((1, 7)) * 0.01, obs=raw)
 
 
 def test_bad_maps_fail_clearly() -> None:

@@ -12,10 +12,16 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set bef
 from sb3_vla.envs.garment_fold.camera import CameraObservationWrapper, TaskPointsObservationWrapper
 from sb3_vla.envs.garment_fold.env import GarmentFoldEnv
 from sb3_vla.envs.garment_fold.metrics import INSTRUCTIONS, FoldTask
-from sb3_vla.envs.garment_fold.pinch import PINCH_RESIDUAL_SCALE, RELATIVE_PINCH_RESIDUAL_SCALE, PinchResidualMap
+from sb3_vla.envs.garment_fold.pinch import (
+    PHASED_PINCH_RESIDUAL_SCALE,
+    PINCH_RESIDUAL_SCALE,
+    RELATIVE_PINCH_RESIDUAL_SCALE,
+    PinchResidualMap,
+)
 
 __all__ = [
     "INSTRUCTIONS",
+    "PHASED_PINCH_RESIDUAL_SCALE",
     "PINCH_RESIDUAL_SCALE",
     "CameraObservationWrapper",
     "FoldTask",

@@ -30,6 +30,10 @@ PINCH_RESIDUAL_SCALE = (0.05, 0.05, 0.01, 0.05, 0.05, 0.01, 0.3)
 #: residual scale of :class:`PinchResidualMap` with ``relative=True``: per hand, fractions up to 1.5 of the xy offsets
 #: to the grasp keypoint and to the place target (1: onto the point), +-0.5 cm in z; +-0.3 on the advance signal
 RELATIVE_PINCH_RESIDUAL_SCALE = (1.5, 1.5, 1.5, 1.5, 0.005, 1.5, 1.5, 1.5, 1.5, 0.005, 0.3)
+#: residual scale of :class:`PinchResidualMap` with ``relative=True`` and ``held_key``: per hand, fractions up to 1.5 of
+#: the xy offset to the hand's current task point (grasp keypoint until it holds the cloth, then place target),
+#: +-0.5 cm in z; +-0.3 on the advance signal
+PHASED_PINCH_RESIDUAL_SCALE = (1.5, 1.5, 0.005, 1.5, 1.5, 0.005, 0.3)
 
 
 class PinchResidualMap(ResidualMap):
@@ -50,6 +54,12 @@ class PinchResidualMap(ResidualMap):
         added to its pinch point, and ``dz`` (m); dim ``10`` the advance signal. Use with
         :data:`RELATIVE_PINCH_RESIDUAL_SCALE`. The correction of a perception error is then one constant (a
         fraction of 1 toward the stage's point) rather than a function of the observation to learn.
+    :param held_key: with ``relative``, the observation key saying which hand holds the cloth (``"held"``): each
+        hand's point is then its current one (the grasp keypoint until it holds the cloth, then the place target)
+        and the residual has 7 dims as the absolute form: per hand the fractions of the xy offset to that point and
+        ``dz`` (m), then the advance signal. Use with :data:`PHASED_PINCH_RESIDUAL_SCALE`. The rule "part of the
+        way toward the current point" (:func:`~sb3_vla.envs.garment_fold.oracle.relative_rule`) is then a
+        constant residual.
 
     Example::
 
@@ -74,7 +84,12 @@ class PinchResidualMap(ResidualMap):
     observation_space = spaces.Box(-2.0, 2.0, shape=(7,), dtype=np.float32)
 
     def __init__(
-        self, iters: int = 2, targets_key: str | None = None, target_range: float = 0.05, relative: bool = False
+        self,
+        iters: int = 2,
+        targets_key: str | None = None,
+        target_range: float = 0.05,
+        relative: bool = False,
+        held_key: str | None = None,
     ) -> None:
         from sb3_vla.envs.garment_fold.scripted import ArmIK
 
@@ -82,9 +97,12 @@ class PinchResidualMap(ResidualMap):
             raise ValueError(f"target_range must be > 0 (metres), got {target_range}")
         if relative and targets_key is None:
             raise ValueError("relative=True moves pinch points toward observed task points: pass targets_key too")
+        if held_key is not None and not relative:
+            raise ValueError("held_key picks each hand's task point for relative residuals: pass relative=True too")
         self.relative = bool(relative)
+        self.held_key = held_key
         if self.relative:
-            self.dim, self.needs_obs = 11, True
+            self.dim, self.needs_obs = (7 if held_key is not None else 11), True
         self.ik = ArmIK()
         self.iters = int(iters)
         self.targets_key = targets_key
@@ -127,14 +145,10 @@ class PinchResidualMap(ResidualMap):
     def __call__(self, base: np.ndarray, delta: np.ndarray, obs: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         base = np.asarray(base, dtype=np.float64)
         delta = np.asarray(delta, dtype=np.float64)
+        pinch = np.stack([self.ik.forward(s, self._arm_q(b, i)) for b in base for i, s in enumerate(SIDES)])
+        pinch = pinch.reshape(-1, 2, 3)
         if self.relative:  # fractions of the observed offsets -> pinch offsets (m), as the absolute form takes
-            pinch = np.stack([self.ik.forward(s, self._arm_q(b, i)) for b in base for i, s in enumerate(SIDES)])
-            off = self._offsets(pinch.reshape(-1, 6), obs)
-            hands = delta[:, :10].reshape(-1, 2, 5)
-            dp = np.zeros((base.shape[0], 2, 3))
-            dp[..., :2] = hands[..., 0:2] * off[:, :, 0, :2] + hands[..., 2:4] * off[:, :, 1, :2]
-            dp[..., 2] = hands[..., 4]
-            delta = np.concatenate([dp.reshape(-1, 6), delta[:, 10:11]], axis=1)
+            delta = np.concatenate([self._relative_offsets(pinch, delta, obs), delta[:, -1:]], axis=1)
         out = base.copy()
         span = self.ik.hi - self.ik.lo
         for b in range(base.shape[0]):
@@ -144,8 +158,33 @@ class PinchResidualMap(ResidualMap):
                     continue
                 cols = slice(i * JOINTS_PER_SIDE, i * JOINTS_PER_SIDE + len(ARM_JOINTS))
                 q = self._arm_q(base[b], i)
-                target = self.ik.forward(side, q) + dp
+                target = pinch[b, i] + dp
                 q_new = self.ik.solve(side, q, target, iters=self.iters, rotation=self.ik.rotation(side, q))
                 out[b, cols] = 2.0 * (q_new - self.ik.lo) / span - 1.0
             out[b, 60] = base[b, 60] + delta[b, 6]
         return out
+
+    def _relative_offsets(
+        self, pinch: np.ndarray, delta: np.ndarray, obs: Mapping[str, np.ndarray] | None
+    ) -> np.ndarray:
+        """Relative residuals ``(B, 11)`` (or ``(B, 7)`` with ``held_key``) at the pinch points ``(B, 2, 3)`` ->
+        pinch offsets ``(B, 6)`` (m)."""
+        off = self._offsets(pinch.reshape(-1, 6), obs)
+        dp = np.zeros((delta.shape[0], 2, 3))
+        if self.held_key is None:
+            hands = delta[:, :10].reshape(-1, 2, 5)
+            dp[..., :2] = hands[..., 0:2] * off[:, :, 0, :2] + hands[..., 2:4] * off[:, :, 1, :2]
+            dp[..., 2] = hands[..., 4]
+            return dp.reshape(-1, 6)
+        assert obs is not None  # _offsets checked it
+        if self.held_key not in obs:
+            raise ValueError(
+                f"PinchResidualMap(held_key={self.held_key!r}) reads the observation key {self.held_key!r}, which the "
+                f"observation lacks (keys: {sorted(obs)}); GarmentFold-v0 observes it as 'held'"
+            )
+        held = np.asarray(obs[self.held_key], dtype=np.float64).reshape(-1, 2) > 0.5
+        point = np.where(held[..., None], off[:, :, 1, :2], off[:, :, 0, :2])
+        hands = delta[:, :6].reshape(-1, 2, 3)
+        dp[..., :2] = hands[..., :2] * point
+        dp[..., 2] = hands[..., 2]
+        return dp.reshape(-1, 6)
