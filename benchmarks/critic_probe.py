@@ -11,7 +11,7 @@ On GarmentFold-v0 with the scripted folder it also compares the policy with the 
 per x/y dim, ``Q(s, oracle) - Q(s, 0)``, and per folder phase the critic along the line to the oracle,
 ``Q(s, f * oracle) - Q(s, 0)`` for ``f`` in :data:`ORACLE_LINE`; and the actor's pre-tanh std per dim (how far
 its exploration reaches). With relative pinch residuals (``PinchResidualMap(relative=True)``) the reference is the
-observation rule ``relative_rule`` instead of the oracle.
+observation rule ``relative_rule`` instead of the oracle (with ``held_key``, its constant form).
 
 Run with the flags the learning run used (they rebuild its env and model), e.g.::
 
@@ -55,9 +55,14 @@ def _oracle(raw: Any, scale: np.ndarray) -> np.ndarray:
 
 
 def _rule(obs: dict[str, np.ndarray], scale: np.ndarray) -> np.ndarray:
-    """The relative map's reference correction, a rule of the observation (``relative_rule``), in [-1, 1]."""
-    from sb3_vla.envs.garment_fold.oracle import relative_rule
+    """The relative map's reference correction, a rule of the observation (``relative_rule``), in [-1, 1]; for the
+    7-D held-phased map (``held_key``) the same rule, a constant fraction on the xy dims."""
+    from sb3_vla.envs.garment_fold.oracle import RELATIVE_RULE_FRACTION, relative_rule
 
+    if scale.shape == (7,):
+        rule = np.zeros(7)
+        rule[[0, 1, 3, 4]] = RELATIVE_RULE_FRACTION
+        return np.clip(rule / scale, -1.0, 1.0).astype(np.float32)
     return np.clip(relative_rule(obs["held"][0]) / scale, -1.0, 1.0).astype(np.float32)
 
 
@@ -92,8 +97,9 @@ def probe(
         inner = inner.venv
     raw = inner.envs[0].unwrapped
     with_oracle = setup.env_id == "GarmentFold-v0" and setup.base == "scripted"
-    # relative pinch residuals (11-D): the reference is the observation rule that folds 18/20 (garment_headroom)
-    relative = with_oracle and env.action_space.shape == (11,)
+    # relative pinch residuals: the reference is the observation rule that folds 18/20 (garment_headroom)
+    spec = setup.residual_map if isinstance(setup.residual_map, dict) else {}
+    relative = with_oracle and any(isinstance(v, dict) and v.get("relative") for v in spec.values())
     scale = np.broadcast_to(np.asarray(setup.residual_scale, dtype=np.float64), env.action_space.shape)
 
     def q(obs_t: Any, action: np.ndarray) -> float:

@@ -46,6 +46,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 NOISE = 0.03
 
 
+def _episodes(env: Any, seeds: list[int], act: Any, steps: int, stage: Any) -> str:
+    """Run one episode per seed, ``act(obs, info)`` choosing each action; one letter per episode: ``S`` success,
+    else ``stage()``, the stage reached."""
+    out = []
+    for seed in seeds:
+        obs, info = env.reset(seed=seed)
+        success = False
+        for _ in range(steps):
+            obs, _, terminated, truncated, info = env.step(act(obs, info))
+            success |= bool(info["is_success"])
+            if terminated or truncated:
+                break
+        out.append("S" if success else str(stage()))
+    env.close()
+    return "".join(out)
+
+
 def run(mode: str, command_frame: bool, noise: float, seeds: list[int], pinch_clip: float, joint_clip: float) -> str:
     """Roll out the folder (plus the oracle in ``mode`` ``pinch`` / ``joint`` / ``none``); one letter per episode:
     ``S`` success, else the stage reached."""
@@ -60,32 +77,25 @@ def run(mode: str, command_frame: bool, noise: float, seeds: list[int], pinch_cl
     space = env.action_space
     assert isinstance(space, spaces.Box)
     pinch = PinchResidualMap(iters=3)
-    out = []
-    for seed in seeds:
-        env.reset(seed=seed)
-        success = False
-        for _ in range(150):
-            action = env.scripted_action().astype(np.float64)
-            offsets = oracle_offsets(env) if mode != "none" else {}
-            delta = np.zeros((1, 7))
-            for i, side in enumerate(SIDES):
-                if side in offsets:
-                    delta[0, 3 * i : 3 * i + 2] = np.clip(offsets[side], -pinch_clip, pinch_clip)
-            if mode == "pinch":
-                action = pinch(action[None], delta)[0]
-            elif mode == "joint":
-                moved = pinch(action[None], delta)[0]  # the same Cartesian offset, as joint deltas ...
-                for i in range(2):
-                    cols = slice(i * JOINTS_PER_SIDE, i * JOINTS_PER_SIDE + 6)
-                    # ... clipped per joint, as a joint-space residual of scale joint_clip is
-                    action[cols] += np.clip(moved[cols] - action[cols], -joint_clip, joint_clip)
-            _, _, terminated, truncated, info = env.step(np.clip(action, space.low, space.high))
-            success |= bool(info["is_success"])
-            if terminated or truncated:
-                break
-        out.append("S" if success else str(env.stage))
-    env.close()
-    return "".join(out)
+
+    def act(obs: Any, info: Any) -> np.ndarray:
+        action = env.scripted_action().astype(np.float64)
+        offsets = oracle_offsets(env) if mode != "none" else {}
+        delta = np.zeros((1, 7))
+        for i, side in enumerate(SIDES):
+            if side in offsets:
+                delta[0, 3 * i : 3 * i + 2] = np.clip(offsets[side], -pinch_clip, pinch_clip)
+        if mode == "pinch":
+            action = pinch(action[None], delta)[0]
+        elif mode == "joint":
+            moved = pinch(action[None], delta)[0]  # the same Cartesian offset, as joint deltas ...
+            for i in range(2):
+                cols = slice(i * JOINTS_PER_SIDE, i * JOINTS_PER_SIDE + 6)
+                # ... clipped per joint, as a joint-space residual of scale joint_clip is
+                action[cols] += np.clip(moved[cols] - action[cols], -joint_clip, joint_clip)
+        return np.clip(action, space.low, space.high)
+
+    return _episodes(env, seeds, act, 150, lambda: env.stage)
 
 
 def run_relative(noise: float, seeds: list[int], decision_interval: int = 4) -> str:
@@ -104,18 +114,13 @@ def run_relative(noise: float, seeds: list[int], decision_interval: int = 4) -> 
         residual_map=PinchResidualMap(targets_key="task_points", relative=True),
         decision_interval=decision_interval,
     )
-    out = []
-    for seed in seeds:
-        obs, _ = env.reset(seed=seed)
-        success = False
-        for _ in range(-(-150 // decision_interval)):
-            obs, _, terminated, truncated, info = env.step((relative_rule(obs["held"]) / scale).astype(np.float32))
-            success |= bool(info["is_success"])
-            if terminated or truncated:
-                break
-        out.append("S" if success else str(raw.stage))
-    env.close()
-    return "".join(out)
+    return _episodes(
+        env,
+        seeds,
+        lambda obs, info: (relative_rule(obs["held"]) / scale).astype(np.float32),
+        -(-150 // decision_interval),
+        lambda: raw.stage,
+    )
 
 
 def run_small_vla(clip_xy: float, clip_z: float, seeds: list[int], rule_fraction: float = 0.0) -> str:
@@ -140,26 +145,19 @@ def run_small_vla(clip_xy: float, clip_z: float, seeds: list[int], rule_fraction
         residual_scale=relative if rule_fraction > 0 else [*scale.tolist(), 0.3],
     )
     pinch = PinchResidualMap(iters=3)
-    out = []
-    for seed in seeds:
-        obs, info = env.reset(seed=seed)
-        success = False
-        for _ in range(150):
-            residual = np.zeros(11 if rule_fraction > 0 else 7, np.float32)
-            if rule_fraction > 0:
-                residual = (relative_rule(obs["held"], rule_fraction) / relative).astype(np.float32)
-            elif clip_xy > 0:
-                raw.folder.follow(info.get("stage_complete"))
-                target = pinch.observe(raw.scripted_action()[None].astype(np.float64))[0]
-                commanded = np.asarray(obs["vla_action_mapped"], dtype=np.float64)
-                residual[:6] = np.clip((target[:6] - commanded[:6]) / scale, -1.0, 1.0)
-            obs, _, terminated, truncated, info = env.step(residual)
-            success |= bool(info["is_success"])
-            if terminated or truncated:
-                break
-        out.append("S" if success else str(raw.stage))
-    env.close()
-    return "".join(out)
+
+    def act(obs: Any, info: Any) -> np.ndarray:
+        residual = np.zeros(11 if rule_fraction > 0 else 7, np.float32)
+        if rule_fraction > 0:
+            residual = (relative_rule(obs["held"], rule_fraction) / relative).astype(np.float32)
+        elif clip_xy > 0:
+            raw.folder.follow(info.get("stage_complete"))
+            target = pinch.observe(raw.scripted_action()[None].astype(np.float64))[0]
+            commanded = np.asarray(obs["vla_action_mapped"], dtype=np.float64)
+            residual[:6] = np.clip((target[:6] - commanded[:6]) / scale, -1.0, 1.0)
+        return residual
+
+    return _episodes(env, seeds, act, 150, lambda: raw.stage)
 
 
 def main(argv: list[str] | None = None) -> str:
