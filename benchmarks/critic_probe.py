@@ -196,7 +196,10 @@ def report(result: dict[str, Any], episodes: int) -> str:
         moving = np.abs(o[:, dims]).sum(1) > 0
         for d in dims:
             a, b = r[moving, d], o[moving, d]
-            corr = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+            if np.ptp(b) < 1e-6:  # a constant reference (the held-phased rule): compare the means
+                lines.append(f"dim {d}: mean residual {a.mean():+.2f} against the rule's {b.mean():+.2f}")
+                continue
+            corr = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 else float("nan")
             lines.append(f"dim {d}: correlation with the oracle over {int(moving.sum())} decisions = {corr:+.2f}")
         m = result["oracle_margin"][moving]
         lines.append(
