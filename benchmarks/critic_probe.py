@@ -56,13 +56,16 @@ def _oracle(raw: Any, scale: np.ndarray) -> np.ndarray:
 
 def _rule(obs: dict[str, np.ndarray], scale: np.ndarray) -> np.ndarray:
     """The relative map's reference correction, a rule of the observation (``relative_rule``), in [-1, 1]; for the
-    7-D held-phased map (``held_key``) the same rule, a constant fraction on the xy dims."""
+    7-D held-phased map (``held_key``) the same rule, a constant fraction on the xy dims (on every dim of its 4-D
+    xy-only form, ``dims=(0, 1, 3, 4)``)."""
     from sb3_vla.envs.garment_fold.oracle import RELATIVE_RULE_FRACTION, relative_rule
 
     if scale.shape == (7,):
         rule = np.zeros(7)
         rule[[0, 1, 3, 4]] = RELATIVE_RULE_FRACTION
         return np.clip(rule / scale, -1.0, 1.0).astype(np.float32)
+    if scale.shape == (4,):
+        return np.clip(RELATIVE_RULE_FRACTION / scale, -1.0, 1.0).astype(np.float32)
     return np.clip(relative_rule(obs["held"][0]) / scale, -1.0, 1.0).astype(np.float32)
 
 
@@ -192,7 +195,8 @@ def report(result: dict[str, Any], episodes: int) -> str:
     ]
     if result["oracle"] is not None:
         o = result["oracle"]
-        dims = [0, 1, 2, 3, 5, 6, 7, 8] if o.shape[1] == 11 else [0, 1, 3, 4]  # relative map: the fraction dims
+        # the fraction dims of the relative map: 11-D, 7-D held-phased, or its 4-D xy-only form
+        dims = {11: [0, 1, 2, 3, 5, 6, 7, 8], 4: [0, 1, 2, 3]}.get(o.shape[1], [0, 1, 3, 4])
         moving = np.abs(o[:, dims]).sum(1) > 0
         for d in dims:
             a, b = r[moving, d], o[moving, d]

@@ -273,6 +273,32 @@ def test_held_phased_residuals_make_the_observation_rule_one_constant() -> None:
         m(raw["vla_action"], np.ones((1, 7)) * 0.01, obs=raw)
 
 
+def test_kept_dims_leave_the_others_at_zero() -> None:
+    """dims=(0, 1, 3, 4): a 4-D residual of the xy fractions, composed as the 7-D form with 0 on dz and advance."""
+    env = _relative_env(held_key="held")
+    env.reset(seed=1001)
+    raw = {k: np.asarray(v)[None] for k, v in env._obs.items()}
+    full = PinchResidualMap(targets_key="task_points", relative=True, held_key="held")
+    xy = PinchResidualMap(targets_key="task_points", relative=True, held_key="held", dims=(0, 1, 3, 4))
+    assert xy.dim == 4 and full.dim == 7
+    delta = np.array([[0.4, -0.3, 0.7, 0.2]])
+    padded = np.zeros((1, 7))
+    padded[:, [0, 1, 3, 4]] = delta
+    executed = xy(raw["vla_action"], delta, obs=raw)
+    np.testing.assert_allclose(executed, full(raw["vla_action"], padded, obs=raw))
+    assert not np.allclose(executed, raw["vla_action"])  # the kept dims moved the arms
+    wrapped = ResidualActionWrapper(
+        VLAObservationWrapper(GarmentFoldEnv(pcd_points=0, task_points_obs=True), base="scripted"),
+        residual_scale=(1.5, 1.5, 1.5, 1.5),
+        residual_map=xy,
+    )
+    assert wrapped.action_space.shape == (4,)
+    with pytest.raises(ValueError, match=r"dims must be distinct residual dims in 0\.\.6"):
+        PinchResidualMap(targets_key="task_points", relative=True, held_key="held", dims=(0, 7))
+    with pytest.raises(ValueError, match="dims must be distinct"):
+        PinchResidualMap(dims=(1, 1))
+
+
 def test_bad_maps_fail_clearly() -> None:
     class SevenToThree(ResidualMap):
         dim, action_shape = 2, (3,)

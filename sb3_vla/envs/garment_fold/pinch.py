@@ -15,7 +15,7 @@ observed vector.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from gymnasium import spaces
@@ -60,6 +60,9 @@ class PinchResidualMap(ResidualMap):
         ``dz`` (m), then the advance signal. Use with :data:`PHASED_PINCH_RESIDUAL_SCALE`. The rule "part of the
         way toward the current point" (:func:`~sb3_vla.envs.garment_fold.oracle.relative_rule`) is then a
         constant residual.
+    :param dims: the residual dims (of the form above) the agent controls; the others stay 0. E.g. ``(0, 1, 3, 4)``
+        with ``held_key``: only the four xy fractions, so neither height nor the advance signal can be pushed by a
+        saturated actor. The residual then has ``len(dims)`` dims and ``residual_scale`` one entry per kept dim.
 
     Example::
 
@@ -90,6 +93,7 @@ class PinchResidualMap(ResidualMap):
         target_range: float = 0.05,
         relative: bool = False,
         held_key: str | None = None,
+        dims: Sequence[int] | None = None,
     ) -> None:
         from sb3_vla.envs.garment_fold.scripted import ArmIK
 
@@ -103,12 +107,26 @@ class PinchResidualMap(ResidualMap):
         self.held_key = held_key
         if self.relative:
             self.dim, self.needs_obs = (7 if held_key is not None else 11), True
+        self.full_dim = self.dim
+        self.dims = None if dims is None else self._check_dims(dims, self.full_dim)
+        if self.dims is not None:
+            self.dim = len(self.dims)
         self.ik = ArmIK()
         self.iters = int(iters)
         self.targets_key = targets_key
         self.target_range = float(target_range)
         if targets_key is not None:
             self.observation_space = spaces.Box(-2.0, 2.0, shape=(19,), dtype=np.float32)
+
+    @staticmethod
+    def _check_dims(dims: Sequence[int], full_dim: int) -> tuple[int, ...]:
+        kept = tuple(int(d) for d in dims)
+        if not kept or len(set(kept)) != len(kept) or min(kept) < 0 or max(kept) >= full_dim:
+            raise ValueError(
+                f"dims must be distinct residual dims in 0..{full_dim - 1} (this map's form has {full_dim}), got "
+                f"{list(dims)}; e.g. (0, 1, 3, 4) keeps the xy dims of the 7-D forms"
+            )
+        return kept
 
     def _arm_q(self, action: np.ndarray, i: int) -> np.ndarray:
         cols = slice(i * JOINTS_PER_SIDE, i * JOINTS_PER_SIDE + len(ARM_JOINTS))
@@ -145,6 +163,10 @@ class PinchResidualMap(ResidualMap):
     def __call__(self, base: np.ndarray, delta: np.ndarray, obs: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         base = np.asarray(base, dtype=np.float64)
         delta = np.asarray(delta, dtype=np.float64)
+        if self.dims is not None:  # the dims the agent does not control stay 0
+            full = np.zeros((delta.shape[0], self.full_dim))
+            full[:, list(self.dims)] = delta
+            delta = full
         pinch = np.stack([self.ik.forward(s, self._arm_q(b, i)) for b in base for i, s in enumerate(SIDES)])
         pinch = pinch.reshape(-1, 2, 3)
         if self.relative:  # fractions of the observed offsets -> pinch offsets (m), as the absolute form takes
