@@ -55,11 +55,12 @@ if str(ROOT) not in sys.path:
 
 from sb3_vla.core.keys import ACTION_KEY, EMBEDDING_KEY, MAPPED_ACTION_KEY  # noqa: E402 - after the path fix
 
-ARMS = ("base", "scratch", "residual", "residual_emb", "emb_only")
+ARMS = ("base", "scratch", "residual", "residual_gated", "residual_emb", "emb_only")
 ARM_TITLES = {
     "base": "base alone (frozen)",
     "scratch": "RL from scratch (no base)",
     "residual": "residual on base action",
+    "residual_gated": "same residual, critic-gated at evaluation",
     "residual_emb": "residual + vla_embedding",
     "emb_only": "residual, vla_* keys only",
 }
@@ -422,8 +423,12 @@ def run_pair(
     eval_envs: int,
     vec_env_cls: str,
     csv_path: Path,
+    gated_too: bool = False,
 ) -> None:
-    """Train (or, for ``base``, evaluate) one arm on one seed, appending a CSV row after every evaluation."""
+    """Train (or, for ``base``, evaluate) one arm on one seed, appending a CSV row after every evaluation.
+
+    ``gated_too``: the residual arm's policy is also evaluated with its critic gate on (the ``residual_gated`` arm:
+    the same training, the same evaluation episodes)."""
     import torch as th
 
     th.set_num_threads(1)  # 2 threads on a loaded 2-core box made small SAC ~30x slower
@@ -464,6 +469,13 @@ def run_pair(
         )
         _append(csv_path, {**row, "wall_s": round(time.perf_counter() - t0, 1)})
         print(f"[{arm} seed {seed}] step {row['step']}: {setup.metric} {value:.1f}", flush=True)
+        if gated_too:
+            model.policy.residual_gate = True  # deterministic actions only: training is unchanged
+            gated = evaluate(act, eval_env, eval_episodes, setup.metric, eval_seed)
+            model.policy.residual_gate = setup.residual_gate
+            row_g = {**row, "arm": "residual_gated", "metric": round(gated, 3)}
+            _append(csv_path, {**row_g, "wall_s": round(time.perf_counter() - t0, 1)})
+            print(f"[residual_gated seed {seed}] step {row['step']}: {setup.metric} {gated:.1f}", flush=True)
         if 0 < step < steps:
             from sb3_vla.checkpoint import save_checkpoint
 
@@ -850,7 +862,7 @@ def targets(summary: dict[str, dict[str, Any]], setup: EnvSetup) -> list[str]:
         return ["Targets: not checkable (no base arm in the data)."]
     base = summary["base"]["final"]
     out = []
-    for arm in ("residual", "residual_emb", "emb_only"):
+    for arm in ("residual", "residual_gated", "residual_emb", "emb_only"):
         if arm in summary:
             out += [
                 f"Targets, `{arm}` ({summary[arm]['last_step']} env steps run):",
@@ -981,7 +993,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=5000, help="env steps per (arm, seed)")
     p.add_argument("--eval-every", type=int, default=None, help="env steps between evaluations (default steps/10)")
     p.add_argument("--eval-episodes", type=int, default=5)
-    p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
+    p.add_argument(
+        "--arms",
+        default=",".join(a for a in ARMS if a != "residual_gated"),
+        help=f"comma-separated subset of {','.join(ARMS)} (residual_gated: the residual arm's runs, evaluated a "
+        "second time with the critic gate on; SAC/TQC, with residual)",
+    )
     p.add_argument("--n-envs", type=int, default=1, help="training envs per run")
     p.add_argument("--eval-envs", type=int, default=1, help="evaluation envs per run")
     p.add_argument("--vec-env", default="dummy", choices=["dummy", "subproc"])
@@ -1045,6 +1062,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     bad = [a for a in args.arms if a not in ARMS]
     if bad:
         p.error(f"unknown arms {bad}; choose from {list(ARMS)}")
+    if "residual_gated" in args.arms and ("residual" not in args.arms or args.algo == "ppo"):
+        p.error(
+            "the residual_gated arm is the residual arm's runs evaluated with the critic gate: list residual too, "
+            "with --algo sac or tqc (PPO has no Q-function to gate with)"
+        )
     args.eval_every = args.eval_every or max(1, args.steps // 10)
     tag = run_stem(args.env, args.algo, args.tag)
     args.section = f"learning_{tag}"
@@ -1081,7 +1103,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     if not args.no_run:
         curves = read_curves(args.csv)
         todo = []
+        gated_too = "residual_gated" in args.arms
         for arm in args.arms:
+            if arm == "residual_gated":
+                continue  # evaluated by the residual arm's runs
             if arm in not_applicable:
                 print(f"skipping {arm}: {not_applicable[arm]}")
                 continue
@@ -1091,7 +1116,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
                     print(f"skipping {arm} seed {seed}: finished in {args.csv}")
                     continue
                 if done:  # a stopped run: keep its rows up to its last checkpoint, and resume from there
-                    _drop_rows(args.csv, arm, seed, after=checkpoint_step(pair_checkpoint_dir(args.csv, arm, seed)))
+                    after = checkpoint_step(pair_checkpoint_dir(args.csv, arm, seed))
+                    _drop_rows(args.csv, arm, seed, after=after)
+                    if arm == "residual":
+                        _drop_rows(args.csv, "residual_gated", seed, after=after)
                 todo.append(
                     dict(
                         env_id=args.env,
@@ -1106,6 +1134,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
                         eval_envs=args.eval_envs,
                         vec_env_cls=args.vec_env,
                         csv_path=args.csv,
+                        **({"gated_too": True} if gated_too and arm == "residual" else {}),
                     )
                 )
         errors = _run_all(todo, args.jobs)

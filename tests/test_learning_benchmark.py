@@ -148,3 +148,25 @@ def test_maniskill_targets_read_the_mean_curves_against_scratch():
     text = "\n".join(learning.targets(learning.summarise(curves, 8000, setup.margin), setup))
     assert "NOT MET (best 80% in 8000 steps; the 100k-step budget was not run)" in text
     assert "not checkable (no scratch arm)" in text
+
+
+def test_gated_arm_is_the_residual_runs_evaluated_with_the_critic_gate(tmp_path):
+    common = ["--env", "Pendulum-v1", "--algo", "sac", "--seeds", "1", "--steps", "400", "--eval-every", "200",
+              "--eval-episodes", "1", "--recipe", "actor_warmup:0"]  # fmt: skip
+    plain_md = str(tmp_path / "plain.md")
+    learning.main([*common, "--arms", "residual", "--out", str(tmp_path / "plain"), "--results-md", plain_md])
+    learning.main([*common, "--arms", "base,residual,residual_gated", "--out", str(tmp_path), "--results-md",
+                   str(tmp_path / "RESULTS.md")])  # fmt: skip
+    curves = learning.read_curves(tmp_path / "Pendulum-v1_sac.csv")
+    plain = learning.read_curves(tmp_path / "plain" / "Pendulum-v1_sac.csv")
+    # one training: the ungated evaluations are those of a run without the gated arm
+    assert curves[("residual", 0)] == plain[("residual", 0)]
+    assert sorted(curves[("residual_gated", 0)]) == [0, 200, 400]
+    # a zero residual head keeps the base whichever way the gate goes
+    assert curves[("residual_gated", 0)][0] == pytest.approx(curves[("base", 0)][0], abs=1e-3)
+    assert curves[("residual_gated", 0)] != curves[("residual", 0)]  # the gate changed some deterministic actions
+    assert f"| {learning.ARM_TITLES['residual_gated']} | 1 | 400 |" in (tmp_path / "RESULTS.md").read_text()
+    for arms in ("base,residual_gated", "residual,residual_gated"):
+        algo = "ppo" if arms.startswith("residual,") else "sac"
+        with pytest.raises(SystemExit):
+            learning.parse_args(["--env", "Pendulum-v1", "--algo", algo, "--arms", arms])

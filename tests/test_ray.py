@@ -5,8 +5,10 @@ The VecEnv contract is checked on SubprocVecEnv and RayVecEnv alike, against a D
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import pathlib
 import sys
 import time
 
@@ -272,18 +274,25 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    with contextlib.suppress(OSError):  # a zombie (exited, not yet reaped) is gone too
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
     return True
+
+
+def _wait_gone(pid: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid), f"worker process {pid} still alive after {timeout} s"
 
 
 @pytest.mark.timeout(120)
 def test_dead_worker_names_the_env_index_and_close_frees_the_rest(wrapped_ray_venv):
     env = wrapped_ray_venv
     env.reset()
-    pid = ray.get(env.actors[1].__ray_call__.remote(lambda self: os.getpid()))
+    pid, other = (ray.get(env.actors[i].__ray_call__.remote(lambda self: os.getpid())) for i in (1, 0))
     ray.kill(env.actors[1])  # asynchronous: wait until the process is gone, as after a crash
-    deadline = time.monotonic() + 60
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_gone(pid)
     with pytest.raises(RayWorkerError, match="env index 1 died during step"):
         env.step(np.zeros((2, 3), np.float32))
     with pytest.raises(RayWorkerError, match="env index 1 died during get_attr"):
@@ -291,6 +300,7 @@ def test_dead_worker_names_the_env_index_and_close_frees_the_rest(wrapped_ray_ve
     env.close()  # does not wait on the dead worker
     env.close()  # twice is fine
     assert env.closed
+    _wait_gone(other)  # ray.kill is asynchronous too: a call made right after close may still be answered
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(env.actors[0].node.remote(), timeout=30)
 
