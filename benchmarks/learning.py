@@ -448,6 +448,8 @@ def run_pair(
         eval_env.close()
         return
     env = _make_env(setup, arm, n_envs, seed, vec_env_cls)
+    if arm != "scratch":
+        eval_env.follow_schedule_of(env)  # a residual-scale schedule at the training run's env steps
     model = _make_model(setup, arm, algo, env, seed)
     k = setup.decision_interval if arm != "scratch" else 1  # env steps per agent decision
     callbacks = _callbacks(setup, arm)
@@ -512,6 +514,9 @@ def resume_pair(model: Any, ckpt_dir: Path, k: int) -> int:
     if last is None:
         return 0
     meta = load_checkpoint(model, last)
+    from sb3_vla.experiment import set_schedule_step
+
+    set_schedule_step(model.get_env(), int(meta["num_timesteps"]))  # a residual-scale schedule goes on from there
     print(f"resuming {ckpt_dir.name} from {last} ({k * int(meta['num_timesteps'])} env steps)", flush=True)
     return k * int(meta["num_timesteps"])
 

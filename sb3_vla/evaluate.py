@@ -38,14 +38,14 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from sb3_vla.bases.backends.sb3_files import VEC_NORMALIZE_NPZ, UntrustedFileError
+from sb3_vla.bases.backends.sb3_files import VEC_NORMALIZE_NPZ, UntrustedFileError, read_zip_num_timesteps
 from sb3_vla.bases.backends.sb3_policy import load_sb3_policy
 from sb3_vla.bases.backends.sb3_run import asks_for_trust_remote_code
 from sb3_vla.config import ResolvedConfig, default_conf_dir, load_hyperparams, resolve
 from sb3_vla.core.algos import algorithms
 from sb3_vla.core.options import parse_key_values
 from sb3_vla.evaluation import EpisodeResults, ZeroResidualPolicy, evaluate_episodes, has_residual_wrapper
-from sb3_vla.experiment import build_vec_env, check_env_id, configure_threads, resolve_env_alias
+from sb3_vla.experiment import build_vec_env, check_env_id, configure_threads, resolve_env_alias, set_schedule_step
 
 DEFAULT_EVAL_SEED = 10_000  # sb3_vla.train: --seed 0 + 10000
 #: how a user of ``python -m sb3_vla.evaluate`` / ``sb3_vla.record`` (or of :func:`load_run`) opts in to unpickling
@@ -191,6 +191,9 @@ def load_run(
     except BaseException:
         venv.close()
         raise
+    trained = read_zip_num_timesteps(path)
+    if trained is not None:
+        set_schedule_step(venv, trained)  # a residual-scale schedule at the value the policy was trained at
     seed = args.get("eval_seed")
     eval_seed = int(seed) if seed is not None else int(args.get("seed", 0)) + DEFAULT_EVAL_SEED
     return LoadedRun(run, algo, env_id, cfg, policy, venv, eval_seed)

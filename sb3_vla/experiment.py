@@ -34,7 +34,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper, VecNormalize
+from stable_baselines3.common.vec_env import (
+    DummyVecEnv,
+    SubprocVecEnv,
+    VecEnv,
+    VecEnvWrapper,
+    VecNormalize,
+    unwrap_vec_wrapper,
+)
 
 import sb3_vla  # noqa: F401 - registers the env ids
 from sb3_vla.bases.base import BaseModel
@@ -218,8 +225,21 @@ def shared_base(venv: VecEnv) -> BaseModel | None:
 
 def build_eval_env(cfg: ResolvedConfig, train_env: VecEnv, n_envs: int, seed: int, device: str = "auto") -> VecEnv:
     """The eval stack beside ``train_env``: in this process, VecNormalize frozen, the train env's base lent to it
-    (:func:`shared_base`) when it can be shared."""
-    return build_vec_env(cfg, n_envs, seed, "dummy", device, training=False, base=shared_base(train_env))
+    (:func:`shared_base`) when it can be shared, and a residual-scale schedule read at the training env's step
+    count (the scale the policy is being trained at)."""
+    eval_env = build_vec_env(cfg, n_envs, seed, "dummy", device, training=False, base=shared_base(train_env))
+    residual = unwrap_vec_wrapper(eval_env, VecResidualActionWrapper)
+    if residual is not None and unwrap_vec_wrapper(train_env, VecResidualActionWrapper) is not None:
+        residual.follow_schedule_of(train_env)
+    return eval_env
+
+
+def set_schedule_step(venv: VecEnv, num_timesteps: int) -> None:
+    """Put ``venv``'s residual-scale schedule where a model trained for ``num_timesteps`` (SB3's count: agent
+    decisions x envs) left it, e.g. on resuming from a checkpoint or evaluating a saved model."""
+    residual = unwrap_vec_wrapper(venv, VecResidualActionWrapper)
+    if residual is not None:
+        residual.set_schedule_step(int(num_timesteps) * residual.decision_interval)
 
 
 # ------------------------------------------------------------------------------------------- the model

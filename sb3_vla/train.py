@@ -152,6 +152,7 @@ def train(args: argparse.Namespace) -> Path:
     if resume_dir is not None:
         last, meta = load_latest_checkpoint(model, run_dir / "checkpoints")
         remaining = cfg.n_timesteps - int(meta["num_timesteps"])
+        experiment.set_schedule_step(env, int(meta["num_timesteps"]))  # a residual-scale schedule goes on from there
         print(f"Resuming from {last} at step {meta['num_timesteps']} ({max(remaining, 0)} steps to go)")
 
     callbacks: list[BaseCallback] = [ckpt, *experiment.build_callbacks(cfg, stats=True)]

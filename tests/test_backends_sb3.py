@@ -16,7 +16,12 @@ from gymnasium import spaces
 from stable_baselines3 import PPO, SAC
 
 from sb3_vla.bases import CallableBase, VLABatch, ZeroBase, make_base
-from sb3_vla.bases.backends.sb3_files import ObsNormalizer, UntrustedFileError, save_vec_normalize
+from sb3_vla.bases.backends.sb3_files import (
+    ObsNormalizer,
+    UntrustedFileError,
+    read_zip_num_timesteps,
+    save_vec_normalize,
+)
 from sb3_vla.bases.backends.sb3_policy import SB3PolicyBase, make_sb3_base
 from sb3_vla.bases.backends.sb3_run import REPLAY_IGNORED, REPLAY_OPTIONS, REPLAY_UNSUPPORTED
 from sb3_vla.core.residual_math import compose_action
@@ -218,9 +223,18 @@ def test_replay_composes_override_dims_and_schedules_as_the_wrapper(zips: dict[s
     z = _run_folder(tmp_path / "run", zips["residual"], residual)
     base = _replay(str(z))
     batch = _batch(4, seed=8)
-    # the schedule's final value, with full authority (the action range, 2.0) on dim 0 as in training
-    np.testing.assert_allclose(base.residual_scale, [2.0, 0.1])
-    np.testing.assert_allclose(base.predict(batch)[0], _expected(z, batch, [2.0, 0.1]), atol=1e-6)
+    # the schedule's value where training stopped (the zip's num_timesteps), with full authority (the action
+    # range, 2.0) on dim 0 as in training
+    trained = read_zip_num_timesteps(z)
+    assert trained is not None and 0 < trained < 100
+    reached = 0.05 + 0.05 * trained / 100
+    np.testing.assert_allclose(base.residual_scale, [2.0, reached])
+    np.testing.assert_allclose(base.predict(batch)[0], _expected(z, batch, [2.0, reached]), atol=1e-6)
+    # a schedule training ran past: its end value
+    longer = _run_folder(
+        tmp_path / "run2", zips["residual"], {"residual_scale": {"start": 0.05, "end": 0.1, "steps": 10}}
+    )
+    np.testing.assert_allclose(_replay(str(longer)).residual_scale, 0.1)
 
 
 def test_replay_refuses_an_untrusted_saved_base_and_warns_on_held_actions(

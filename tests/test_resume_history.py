@@ -162,3 +162,20 @@ def test_a_run_saved_with_the_older_wrapper_form_resumes(tmp_path: Path) -> None
     with pytest.warns(DeprecationWarning, match="read as vec_env_wrapper"):
         train(_resume(run, "-n", "160"))
     assert json.loads((latest_checkpoint(run / "checkpoints") / "meta.json").read_text())["num_timesteps"] == 160
+
+
+def test_a_saved_run_loads_its_scale_schedule_at_the_trained_steps(tmp_path: Path) -> None:
+    from stable_baselines3.common.vec_env import unwrap_vec_wrapper
+
+    from sb3_vla.evaluate import load_run
+    from sb3_vla.wrappers import VecResidualActionWrapper
+
+    th.set_num_threads(1)
+    schedule = "residual_scale:{start: 0.2, end: 2.0, steps: 400}"
+    run = train(_args(tmp_path / "logs", "-n", "100", "--conf-file", str(_conf(tmp_path)), "-params", schedule))
+    loaded = load_run(run)
+    try:  # the saved model was trained for 100 env steps: evaluated at its scale then, not at the schedule's start
+        wrapper = unwrap_vec_wrapper(loaded.venv, VecResidualActionWrapper)
+        assert float(wrapper.residual_scale) == pytest.approx(0.2 + 1.8 * 100 / 400)
+    finally:
+        loaded.venv.close()

@@ -106,6 +106,41 @@ def test_residual_scale_schedule():
     assert ResidualScaleSchedule(0.0 + 1, 3.0, 4)(100) == pytest.approx(3.0)
 
 
+def test_eval_stacks_read_the_schedule_at_the_training_steps():
+    from sb3_vla.config import resolve
+    from sb3_vla.experiment import build_eval_env, build_vec_env, set_schedule_step
+
+    schedule = {"start": 0.1, "end": 1.1, "steps": 20}
+    cfg = resolve("sac", "Pendulum-v1", {"n_timesteps": 100}, {"residual_scale": schedule}, base="zero")
+    train_env = build_vec_env(cfg, 2, 0)
+    eval_env = build_eval_env(cfg, train_env, 1, 1)
+    train_env.reset(), eval_env.reset()
+    for _ in range(5):  # 2 envs x 5 = 10 env steps: half the ramp
+        train_env.step(np.ones((2, 1), np.float32))
+    eval_env.step(np.ones((1, 1), np.float32))  # its own steps do not move the schedule it follows
+    residual = [unwrap_residual(e) for e in (train_env, eval_env)]
+    assert float(residual[0].residual_scale) == pytest.approx(0.6)
+    assert float(residual[1].residual_scale) == pytest.approx(0.6)
+    _, _, _, infos = eval_env.step(np.ones((1, 1), np.float32))
+    assert infos[0]["executed_action"][0] == pytest.approx(0.6)
+    # a resumed run or a loaded model: the schedule where SB3's count (decisions x envs) left it
+    set_schedule_step(train_env, 15)
+    assert float(residual[0].residual_scale) == pytest.approx(0.85) and float(residual[1].residual_scale) == 0.85
+    residual[1].set_schedule_step(100)  # stops following
+    assert float(residual[1].residual_scale) == pytest.approx(1.1) and float(residual[0].residual_scale) == 0.85
+    with pytest.raises(TypeError, match="holds no residual wrapper to follow"):
+        residual[1].follow_schedule_of(make_vec_env("Pendulum-v1", n_envs=1))
+    train_env.close(), eval_env.close()
+
+
+def unwrap_residual(venv):
+    from stable_baselines3.common.vec_env import unwrap_vec_wrapper
+
+    from sb3_vla.wrappers import VecResidualActionWrapper
+
+    return unwrap_vec_wrapper(venv, VecResidualActionWrapper)
+
+
 @pytest.mark.parametrize("query_interval,chunk,steps", [(1, 1, 10), (3, 4, 10), (4, 4, 17), (5, 2, 9)])
 def test_chunk_reuse_counts_and_values(query_interval, chunk, steps):
     base = CountingChunkBase(chunk_size=chunk)

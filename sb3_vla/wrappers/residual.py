@@ -8,7 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, unwrap_vec_wrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from sb3_vla.core.keys import ACTION_KEY, APPLIED_INFO_KEY, MAPPED_ACTION_KEY, RESIDUAL_INFO_KEY
@@ -136,6 +136,7 @@ class _ResidualCore:
             raise ValueError("a dim cannot be both in absolute_dims and override_dims")
         self.base_key = base_key
         self.num_steps = 0
+        self.clock: _ResidualCore | None = None  # another core whose env-step count drives the schedule
         if isinstance(residual_scale, Mapping):
             residual_scale = ResidualScaleSchedule(**dict(residual_scale))  # type: ignore[arg-type]
         self._schedule = residual_scale if callable(residual_scale) else None
@@ -143,12 +144,17 @@ class _ResidualCore:
         self.residual_scale  # validate the schedule at step 0 # noqa: B018
 
     @property
+    def schedule_step(self) -> int:
+        """The env-step count the scale schedule reads: this wrapper's own, or the one it follows."""
+        return self.clock.schedule_step if self.clock is not None else self.num_steps
+
+    @property
     def residual_scale(self) -> np.ndarray:
         if self._schedule is None:
             assert self._fixed is not None
             scale = self._fixed
         else:
-            scale = _validate_scale(self._schedule(self.num_steps), self.dim)
+            scale = _validate_scale(self._schedule(self.schedule_step), self.dim)
         if self.override_dims.size:
             # full authority: a residual of +-1 reaches either bound from any base value
             scale = np.broadcast_to(scale, (self.dim,)).copy()
@@ -217,11 +223,38 @@ class _ExplorationMixin:
         """Probability that a decision carries its residual (1 unless a training callback lowers it)."""
         return self.core.gate.prob
 
+    def follow_schedule_of(self, training_env: Any) -> None:
+        """Read the residual-scale schedule at ``training_env``'s env-step count from now on (a residual wrapper,
+        or a vec env stack holding one), so that an evaluation env executes the residual at the scale training
+        has reached. :func:`~sb3_vla.experiment.build_eval_env` links the eval stack this way."""
+        self.core.clock = _residual_core_of(training_env)
+
+    def set_schedule_step(self, env_steps: int) -> None:
+        """Read the residual-scale schedule at ``env_steps`` (e.g. a loaded model's training steps) and stop
+        following another env."""
+        self.core.clock, self.core.num_steps = None, int(env_steps)
+
     def set_exploration(self, prob: float, gain: float = 1.0) -> None:
         """Apply the residual on a fraction ``prob`` of decisions, multiplied by ``gain``; masked decisions execute
         the pure base. Called on the training env by
         :class:`~sb3_vla.callbacks.ProgressiveExplorationCallback`; envs left alone always apply the residual."""
         self.core.gate.set(prob, gain)
+
+
+def _residual_core_of(env: Any) -> _ResidualCore:
+    if isinstance(env, _ExplorationMixin):
+        return env.core
+    if isinstance(env, VecEnvWrapper):
+        found = unwrap_vec_wrapper(env, VecResidualActionWrapper)
+        if found is not None:
+            return found.core
+    if isinstance(env, gym.Wrapper):
+        inner: gym.Env = env
+        while isinstance(inner, gym.Wrapper):
+            if isinstance(inner, _ExplorationMixin):
+                return inner.core
+            inner = inner.env
+    raise TypeError(f"{type(env).__name__} holds no residual wrapper to follow the residual-scale schedule of")
 
 
 class ResidualActionWrapper(_ExplorationMixin, gym.Wrapper, gym.utils.RecordConstructorArgs):

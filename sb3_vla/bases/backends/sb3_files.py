@@ -258,6 +258,16 @@ def read_zip_policy_data(path: str | Path) -> dict[str, Any]:
     return out
 
 
+def read_zip_num_timesteps(path: str | Path) -> int | None:
+    """The ``num_timesteps`` an SB3 zip was saved at (SB3's count: agent decisions x envs), ``None`` if absent."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            value = json.loads(archive.read("data").decode()).get("num_timesteps")
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None
+    return int(value) if isinstance(value, int | float) else None
+
+
 def read_zip_policy_weights(path: str | Path, device: th.device | str = "cpu") -> dict[str, th.Tensor]:
     """The policy's state dict from an SB3 zip's ``policy.pth`` (``torch.load(weights_only=True)``)."""
     path = Path(path)

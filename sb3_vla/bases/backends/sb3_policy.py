@@ -35,6 +35,7 @@ from sb3_vla.bases.backends.sb3_files import (
     ObsNormalizer,
     UntrustedFileError,
     read_policy_spec,
+    read_zip_num_timesteps,
     read_zip_policy_data,
     read_zip_policy_weights,
 )
@@ -157,12 +158,20 @@ def _match_image_layout(arr: np.ndarray, space: spaces.Space) -> np.ndarray:
     return arr
 
 
-def _final_scale(scale: Any, action_space: spaces.Box, override_dims: Sequence[int]) -> np.ndarray:
-    """The scale the residual was composed with at the end of training, per dim when some dims had full authority."""
-    if isinstance(scale, Mapping):  # a {start, end, steps} schedule: its final value
+def _final_scale(
+    scale: Any, action_space: spaces.Box, override_dims: Sequence[int], trained_steps: int | None = None
+) -> np.ndarray:
+    """The scale the residual was composed with at the end of training (a schedule's value at ``trained_steps``,
+    its ``end`` where the zip does not say), per dim when some dims had full authority."""
+    if isinstance(scale, Mapping):  # a {start, end, steps} schedule
         if "end" not in scale:
             raise ValueError(f"residual_scale schedule {dict(scale)} has no 'end' (its final value replay uses)")
-        scale = scale["end"]
+        if trained_steps is not None and {"start", "steps"} <= set(scale):  # linear, as ResidualScaleSchedule
+            frac = min(1.0, max(0.0, trained_steps / max(1, int(scale["steps"]))))
+            start, end = (np.asarray(scale[k], dtype=np.float64) for k in ("start", "end"))
+            scale = start + frac * (end - start)
+        else:
+            scale = scale["end"]
     if callable(scale):
         raise TypeError("a callable residual_scale cannot be replayed; pass the value it reached in training")
     out = np.asarray(scale, dtype=np.float64)
@@ -195,7 +204,7 @@ class SB3PolicyBase(BaseModel):
         :func:`~sb3_vla.bases.make_base`; a spec string here is deprecated). Its action feeds ``vla_action`` and its
         embedding ``vla_embedding``.
     :param residual_scale: the residual scale used in training (scalar or per dimension; of a schedule
-        ``{start, end, steps}`` the final value ``end``).
+        ``{start, end, steps}`` the value it reached at the zip's ``num_timesteps``, ``end`` where the zip has none).
     :param absolute_dims: the dims the residual policy set directly in training.
     :param override_dims: the dims it had full authority over in training (scale = the action range there).
     :param action_space: the env's action space: the bounds of the composed action in residual mode (the ``sb3:``
@@ -318,7 +327,8 @@ class SB3PolicyBase(BaseModel):
                 if len(absolute_dims) or len(override_dims):
                     raise ValueError("absolute_dims / override_dims cannot be combined with a residual_map")
             self.adapter = resolve_adapter(action_adapter)
-            self.residual_scale = _final_scale(residual_scale, action_space, override_dims)
+            trained = read_zip_num_timesteps(p)  # replay steps once per decision: SB3's count is env steps here
+            self.residual_scale = _final_scale(residual_scale, action_space, override_dims, trained)
             self.absolute_dims = np.asarray(list(absolute_dims), dtype=np.int64)
             self.action_space = action_space
             self.stateless = self.inner.stateless
