@@ -23,7 +23,7 @@ from sb3_vla.bases.backends.sb3_files import (
     save_vec_normalize,
 )
 from sb3_vla.bases.backends.sb3_policy import SB3PolicyBase, make_sb3_base
-from sb3_vla.bases.backends.sb3_run import REPLAY_IGNORED, REPLAY_OPTIONS, REPLAY_UNSUPPORTED
+from sb3_vla.bases.backends.sb3_run import REPLAY_IGNORED, REPLAY_OPTIONS, REPLAY_PARTIAL, REPLAY_UNSUPPORTED
 from sb3_vla.core.residual_math import compose_action
 
 ACT_SPACE = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
@@ -235,6 +235,18 @@ def test_replay_composes_override_dims_and_schedules_as_the_wrapper(zips: dict[s
         tmp_path / "run2", zips["residual"], {"residual_scale": {"start": 0.05, "end": 0.1, "steps": 10}}
     )
     np.testing.assert_allclose(_replay(str(longer)).residual_scale, 0.1)
+    # trained with decision_interval=2: SB3 counted decisions, the schedule env steps (twice as many)
+    chunked = _run_folder(
+        tmp_path / "run3",
+        zips["residual"],
+        {"residual_scale": {"start": 0.05, "end": 0.1, "steps": 100}, "decision_interval": 2},
+    )
+    with pytest.warns(UserWarning, match="decision_interval=2"):
+        np.testing.assert_allclose(_replay(str(chunked)).residual_scale, 0.05 + 0.05 * min(1.0, 2 * trained / 100))
+    typo_schedule = {"residual_scale": {"start": 0.05, "stop": 0.1, "steps": 9}}
+    typo = _run_folder(tmp_path / "run4", zips["residual"], typo_schedule)
+    with pytest.raises(ValueError, match="exactly the keys start, end, steps.*unknown: \\['stop'\\]"):
+        _replay(str(typo))
 
 
 def test_replay_refuses_an_untrusted_saved_base_and_warns_on_held_actions(
@@ -280,6 +292,7 @@ def test_every_residual_setting_is_replayed_or_deliberately_not() -> None:
     assert set.union(*tables) == set(ResidualConfig.keys()) and sum(map(len, tables)) == len(ResidualConfig.keys())
     replay_args = set(inspect.signature(SB3PolicyBase).parameters)
     assert set(REPLAY_OPTIONS.values()) <= replay_args
+    assert set(REPLAY_PARTIAL) <= set(REPLAY_OPTIONS)
 
 
 def test_a_train_run_replays_with_no_options(tmp_path: Path) -> None:

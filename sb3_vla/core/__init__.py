@@ -4,5 +4,6 @@
 - :mod:`~sb3_vla.core.imports`: the one importer of ``package.module:Name`` strings;
 - :mod:`~sb3_vla.core.options`: the one option grammar (``key=value`` pairs, values parsed as YAML);
 - :mod:`~sb3_vla.core.residual_math` and :mod:`~sb3_vla.core.residual_map`: how a residual composes with the
-  base's action.
+  base's action;
+- :mod:`~sb3_vla.core.schedule`: the residual-scale schedule (training wrappers and replay read the same one).
 """

@@ -5,10 +5,11 @@ from sb3_vla.core.adapters import ActionAdapter, IndexActionAdapter, LinearActio
 from sb3_vla.core.keys import ACTION_KEY, EMBEDDING_KEY, MAPPED_ACTION_KEY
 from sb3_vla.core.residual_map import ResidualMap
 from sb3_vla.core.residual_math import compose_action
+from sb3_vla.core.schedule import ResidualScaleSchedule
 from sb3_vla.wrappers.config import OBS_WRAPPER_KEYS, RESIDUAL_KEYS, ResidualConfig, UnknownSettingError
 from sb3_vla.wrappers.engine import BaseModelError, BaseQueryEngine
 from sb3_vla.wrappers.observation import VecVLAObservationWrapper, VLAObservationWrapper
-from sb3_vla.wrappers.residual import ResidualActionWrapper, ResidualScaleSchedule, VecResidualActionWrapper
+from sb3_vla.wrappers.residual import ResidualActionWrapper, VecResidualActionWrapper
 
 __all__ = [
     "ACTION_KEY",

@@ -34,11 +34,11 @@ from sb3_vla.bases.base import BaseModel
 from sb3_vla.core.adapters import ActionAdapterLike
 from sb3_vla.core.keys import ACTION_KEY
 from sb3_vla.core.residual_map import ResidualMapLike
+from sb3_vla.core.schedule import ResidualScaleSchedule
 from sb3_vla.wrappers.observation import VecVLAObservationWrapper, VLAObservationWrapper
 from sb3_vla.wrappers.residual import (
     ResidualActionWrapper,
     ResidualScale,
-    ResidualScaleSchedule,
     VecResidualActionWrapper,
 )
 

@@ -19,35 +19,10 @@ from sb3_vla.core.residual_map import (
     resolve_residual_map,
 )
 from sb3_vla.core.residual_math import compose_action
+from sb3_vla.core.schedule import ResidualScaleSchedule
 from sb3_vla.wrappers.exploration import ResidualGate
 
 ResidualScale = float | Sequence[float] | np.ndarray | Callable[[int], Any] | Mapping[str, float]
-
-
-class ResidualScaleSchedule:
-    """Residual scale as a function of the wrapper's env-step count: ``start -> end`` linearly over ``steps``.
-
-    Usable from YAML as ``residual_scale: {start: 0.05, end: 0.3, steps: 100000}``.
-
-    :param start: scale at step 0 (scalar or per-dim).
-    :param end: scale after ``steps`` env steps.
-    :param steps: length of the ramp, in env steps of this wrapper.
-
-    Example:
-
-    >>> schedule = ResidualScaleSchedule(0.05, 0.3, 100_000)
-    >>> float(schedule(50_000))
-    0.175
-    """
-
-    def __init__(self, start: float | Sequence[float], end: float | Sequence[float], steps: int) -> None:
-        self.start = np.asarray(start, dtype=np.float64)
-        self.end = np.asarray(end, dtype=np.float64)
-        self.steps = max(1, int(steps))
-
-    def __call__(self, step: int) -> np.ndarray:
-        frac = min(1.0, max(0.0, step / self.steps))
-        return self.start + frac * (self.end - self.start)
 
 
 def _validate_scale(value: Any, action_dim: int) -> np.ndarray:
@@ -138,7 +113,7 @@ class _ResidualCore:
         self.num_steps = 0
         self.clock: _ResidualCore | None = None  # another core whose env-step count drives the schedule
         if isinstance(residual_scale, Mapping):
-            residual_scale = ResidualScaleSchedule(**dict(residual_scale))  # type: ignore[arg-type]
+            residual_scale = ResidualScaleSchedule.from_mapping(residual_scale)
         self._schedule = residual_scale if callable(residual_scale) else None
         self._fixed = None if self._schedule else _validate_scale(residual_scale, self.dim)
         self.residual_scale  # validate the schedule at step 0 # noqa: B018

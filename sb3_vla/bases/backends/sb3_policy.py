@@ -48,6 +48,7 @@ from sb3_vla.core.keys import ACTION_KEY, EMBEDDING_KEY, MAPPED_ACTION_KEY
 from sb3_vla.core.options import parse_query
 from sb3_vla.core.residual_map import ResidualMap, compose_mapped, resolve_residual_map
 from sb3_vla.core.residual_math import compose_action
+from sb3_vla.core.schedule import ResidualScaleSchedule
 
 
 def load_sb3_policy(
@@ -161,17 +162,11 @@ def _match_image_layout(arr: np.ndarray, space: spaces.Space) -> np.ndarray:
 def _final_scale(
     scale: Any, action_space: spaces.Box, override_dims: Sequence[int], trained_steps: int | None = None
 ) -> np.ndarray:
-    """The scale the residual was composed with at the end of training (a schedule's value at ``trained_steps``,
-    its ``end`` where the zip does not say), per dim when some dims had full authority."""
+    """The scale the residual was composed with at the end of training (a schedule's value at ``trained_steps`` env
+    steps, its ``end`` where the zip does not say), per dim when some dims had full authority."""
     if isinstance(scale, Mapping):  # a {start, end, steps} schedule
-        if "end" not in scale:
-            raise ValueError(f"residual_scale schedule {dict(scale)} has no 'end' (its final value replay uses)")
-        if trained_steps is not None and {"start", "steps"} <= set(scale):  # linear, as ResidualScaleSchedule
-            frac = min(1.0, max(0.0, trained_steps / max(1, int(scale["steps"]))))
-            start, end = (np.asarray(scale[k], dtype=np.float64) for k in ("start", "end"))
-            scale = start + frac * (end - start)
-        else:
-            scale = scale["end"]
+        schedule = ResidualScaleSchedule.from_mapping(scale)
+        scale = schedule.end if trained_steps is None else schedule(trained_steps)
     if callable(scale):
         raise TypeError("a callable residual_scale cannot be replayed; pass the value it reached in training")
     out = np.asarray(scale, dtype=np.float64)
@@ -204,7 +199,8 @@ class SB3PolicyBase(BaseModel):
         :func:`~sb3_vla.bases.make_base`; a spec string here is deprecated). Its action feeds ``vla_action`` and its
         embedding ``vla_embedding``.
     :param residual_scale: the residual scale used in training (scalar or per dimension; of a schedule
-        ``{start, end, steps}`` the value it reached at the zip's ``num_timesteps``, ``end`` where the zip has none).
+        ``{start, end, steps}`` the value it reached when training stopped: at the zip's ``num_timesteps`` times
+        ``decision_interval`` env steps, ``end`` where the zip has no count).
     :param absolute_dims: the dims the residual policy set directly in training.
     :param override_dims: the dims it had full authority over in training (scale = the action range there).
     :param action_space: the env's action space: the bounds of the composed action in residual mode (the ``sb3:``
@@ -227,6 +223,8 @@ class SB3PolicyBase(BaseModel):
         :func:`load_sb3_policy`).
     :param instruction: the instruction the inner base gets when the env gives none (the training wrapper's
         ``instruction``).
+    :param decision_interval: env steps per agent decision in training (SB3 counted decisions; the scale
+        schedule counted env steps). Replay itself still queries the policy at every step.
 
     Example::
 
@@ -254,8 +252,13 @@ class SB3PolicyBase(BaseModel):
         trust_remote_code: bool = False,
         override_dims: Sequence[int] = (),
         instruction: str | None = None,
+        decision_interval: int = 1,
     ) -> None:
         p = _model_path(path)
+        if isinstance(decision_interval, bool) or not isinstance(decision_interval, int) or decision_interval < 1:
+            raise ValueError(
+                f"decision_interval must be an int >= 1 (env steps per decision), got {decision_interval!r}"
+            )
         self.path = p
         self.device = resolve_device(device)
         self.policy = load_sb3_policy(p, self.device, algo, trust_remote_code=trust_remote_code)
@@ -327,7 +330,8 @@ class SB3PolicyBase(BaseModel):
                 if len(absolute_dims) or len(override_dims):
                     raise ValueError("absolute_dims / override_dims cannot be combined with a residual_map")
             self.adapter = resolve_adapter(action_adapter)
-            trained = read_zip_num_timesteps(p)  # replay steps once per decision: SB3's count is env steps here
+            decisions = read_zip_num_timesteps(p)  # SB3 counts decisions; the schedule counted env steps
+            trained = None if decisions is None else decisions * decision_interval
             self.residual_scale = _final_scale(residual_scale, action_space, override_dims, trained)
             self.absolute_dims = np.asarray(list(absolute_dims), dtype=np.int64)
             self.action_space = action_space

@@ -26,6 +26,7 @@ from sb3_vla.bases.backends.sb3_files import UntrustedFileError
 __all__ = [
     "REPLAY_IGNORED",
     "REPLAY_OPTIONS",
+    "REPLAY_PARTIAL",
     "REPLAY_UNSUPPORTED",
     "RUN_CONFIG",
     "asks_for_trust_remote_code",
@@ -49,11 +50,15 @@ REPLAY_OPTIONS = {
     "absolute_dims": "absolute_dims",
     "override_dims": "override_dims",
     "residual_map": "residual_map",
+    "decision_interval": "decision_interval",
 }
 #: settings that change what the agent saw or was rewarded, not the action a policy computes from what it sees
 REPLAY_IGNORED = ("drop_keys", "add_action", "nonfinite", "base_key", "keep_base_in_obs", "residual_penalty")
 #: settings replay cannot reproduce (it queries the inner base and the policy at every step): a warning when not 1
-REPLAY_UNSUPPORTED = ("query_interval", "decision_interval")
+REPLAY_UNSUPPORTED = ("query_interval",)
+#: replay options it reproduces only in part, with the same warning: ``decision_interval`` converts the zip's
+#: decision count into the env steps a scale schedule counted, but replay still decides at every step
+REPLAY_PARTIAL = ("decision_interval",)
 
 #: class names of the wrappers whose kwargs are the residual settings, in ``env_wrapper`` or ``vec_env_wrapper``
 OBS_WRAPPER_CLASSES = ("VLAObservationWrapper", "VecVLAObservationWrapper")
@@ -160,7 +165,7 @@ def saved_replay_options(path: str | Path, given: Mapping[str, Any] | None = Non
             f"sb3:{path}: the run's saved config {str(config_path)!r} builds its base with trust_remote_code (code "
             "from the model's files would run); pass inner_base (and inner_base_kwargs) yourself to opt in"
         )
-    for key in REPLAY_UNSUPPORTED:
+    for key in REPLAY_UNSUPPORTED + REPLAY_PARTIAL:
         if settings.get(key, 1) != 1:
             warnings.warn(
                 f"sb3:{path}: the policy was trained with {key}={settings[key]}, but replay queries its inner base "
