@@ -790,7 +790,8 @@ def table(
         f"### Learning: {setup.env_id}, {args.algo.upper()}" + (f" ({args.tag})" if args.tag else ""),
         "",
         f"Command: `python benchmarks/learning.py --env {setup.env_id} --algo {args.algo} --seeds {args.seeds} "
-        f"--steps {args.steps} --eval-every {args.eval_every} --eval-episodes {args.eval_episodes}"
+        + (f"--seed-offset {args.seed_offset} " if args.seed_offset else "")
+        + f"--steps {args.steps} --eval-every {args.eval_every} --eval-episodes {args.eval_episodes}"
         f" --arms {','.join(args.arms)}"
         + (f" --n-envs {args.n_envs}" if args.n_envs != 1 else "")
         + (f" --env-kwargs {' '.join(args.env_kwargs)}" if args.env_kwargs else "")
