@@ -128,7 +128,7 @@ class EnvSetup:
     base: Callable[[], Any] | str  # action-only base
     emb_base: Callable[[], Any] | str | None  # base with an embedding (None: embedding arms not applicable)
     emb_note: str
-    residual_scale: float | tuple[float, ...]
+    residual_scale: float | tuple[float, ...] | dict[str, Any]  # a dict: a {start, end, steps} schedule
     # compose the residual in another space (a ResidualMap spec: "module:Name" or {"module:Name": kwargs}), None: the
     # env's action space
     residual_map: str | dict[str, dict[str, Any]] | None = None
@@ -583,8 +583,16 @@ def _kwargs_text(kwargs: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
-def parse_scale(text: str) -> float | tuple[float, ...]:
-    """``"0.3"`` -> 0.3; ``"0.005*60,0.3"`` -> (0.005, ..., 0.005, 0.3) (61 values)."""
+def parse_scale(text: str) -> float | tuple[float, ...] | dict[str, Any]:
+    """``"0.3"`` -> 0.3; ``"0.005*60,0.3"`` -> (0.005, ..., 0.005, 0.3) (61 values); ``"0.05*4:0.25*4:50000"`` -> the
+    schedule ``{start: (0.05,) * 4, end: (0.25,) * 4, steps: 50000}`` (start -> end linearly over 50000 env steps)."""
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) != 3 or not parts[2].strip().isdigit():
+            raise ValueError(
+                f"--residual-scale {text!r}: a schedule is START:END:STEPS (env steps), e.g. '0.05*4:0.25*4:50000'"
+            )
+        return {"start": parse_scale(parts[0]), "end": parse_scale(parts[1]), "steps": int(parts[2])}
     values: list[float] = []
     for item in text.split(","):
         value, _, count = item.strip().partition("*")
@@ -919,8 +927,11 @@ def _arm_targets(summary: dict[str, dict[str, Any]], arm: str, base: float, setu
     ]
 
 
-def _scale_note(scale: float | tuple[float, ...]) -> str:
-    """``0.02 (dims 0-59), 0.3 (dim 60)`` for a per-dim scale made of runs of equal values."""
+def _scale_note(scale: float | tuple[float, ...] | dict[str, Any]) -> str:
+    """``0.02 (dims 0-59), 0.3 (dim 60)`` for a per-dim scale made of runs of equal values; a schedule as
+    ``start -> end over N env steps``."""
+    if isinstance(scale, dict):
+        return f"{_scale_note(scale['start'])} -> {_scale_note(scale['end'])} over {scale['steps']} env steps"
     if isinstance(scale, int | float):
         return f"{scale:g}"
     runs: list[list[Any]] = []
@@ -1030,7 +1041,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--residual-scale",
         default=None,
         help="residual scale override: a float or comma-separated per-dim values, 'v*n' repeats v n times "
-        "(e.g. '0.005*60,0.3')",
+        "(e.g. '0.005*60,0.3'), or a schedule START:END:STEPS rising linearly over STEPS env steps "
+        "(e.g. '0.05*4:0.25*4:50000')",
     )
     p.add_argument(
         "--actor-warmup",

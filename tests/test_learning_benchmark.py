@@ -81,6 +81,19 @@ def test_summary_statistics():
 def test_residual_overrides_and_variant_tag(tmp_path):
     assert learning.parse_scale("0.3") == 0.3
     assert learning.parse_scale("0.005*60,0.3") == (0.005,) * 60 + (0.3,)
+    assert learning.parse_scale("0.05*2:0.25*2:100") == {"start": (0.05, 0.05), "end": (0.25, 0.25), "steps": 100}
+    with pytest.raises(ValueError, match="START:END:STEPS"):
+        learning.parse_scale("0.05:0.25")
+    assert learning._scale_note({"start": 0.05, "end": 0.25, "steps": 100}) == "0.05 -> 0.25 over 100 env steps"
+    # the schedule reaches the residual arm's env: 0.1 at step 0, half-way at 50 env steps
+    from sb3_vla.experiment import set_schedule_step
+
+    ramp = learning.make_setup("Pendulum-v1", "sac", residual_scale="0.1:0.5:100")
+    venv = learning._make_env(ramp, "residual", 1, 0, "dummy")
+    assert float(venv.residual_scale) == pytest.approx(0.1)
+    set_schedule_step(venv, 50)
+    assert float(venv.residual_scale) == pytest.approx(0.3)
+    venv.close()
     # GarmentFold composes its residual through the pinch-point map by default; 'none' goes back to joint space
     setup = learning.make_setup("GarmentFold-v0", "sac")
     assert setup.residual_map == learning.GARMENT_PINCH_MAP and len(setup.residual_scale) == 7
