@@ -806,7 +806,7 @@ def table(
         + (f" --hyperparams {' '.join(args.hyperparams)}" if args.hyperparams else "")
         + (f" --policy-kwargs {' '.join(args.policy_kwargs)}" if args.policy_kwargs else "")
         + (f" --residual-map {shlex.quote(args.residual_map)}" if args.residual_map else "")
-        + (f" --residual-scale {args.residual_scale}" if args.residual_scale else "")
+        + (f" --residual-scale {shlex.quote(args.residual_scale)}" if args.residual_scale else "")
         + (f" --actor-warmup {args.actor_warmup}" if args.actor_warmup is not None else "")
         + (f" --base {args.base}" if args.base else "")
         + (f" --recipe {' '.join(args.recipe)}" if args.recipe else "")
