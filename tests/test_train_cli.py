@@ -133,22 +133,30 @@ def test_garment_fold_headline_command(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     run = tmp_path / "sac" / "GarmentFold-v0_1"
     config = yaml.safe_load((run / "GarmentFold-v0" / "config.yml").read_text())
-    per_env = [next(iter(w)) for w in config["env_wrapper"]]
-    assert per_env == ["sb3_vla.envs.garment_fold.CameraObservationWrapper"]  # the camera the base reads
+    per_env = [w if isinstance(w, str) else next(iter(w)) for w in config["env_wrapper"]]
+    # the camera the base reads, the task points the residual moves toward
+    assert per_env == [
+        "sb3_vla.envs.garment_fold.CameraObservationWrapper",
+        "sb3_vla.envs.garment_fold.TaskPointsObservationWrapper",
+    ]
     wrappers = {name: kwargs for w in config["vec_env_wrapper"] for name, kwargs in w.items()}
     residual = wrappers["sb3_vla.wrappers.VecResidualActionWrapper"]
-    assert residual["residual_map"] == "sb3_vla.envs.garment_fold:PinchResidualMap"
+    assert list(residual["residual_map"]) == ["sb3_vla.envs.garment_fold:PinchResidualMap"]
     assert residual["decision_interval"] == 4
     model = SAC.load(run / "GarmentFold-v0.zip")
-    assert model.action_space.shape == (7,)  # pinch-point offsets + stage advance
+    assert model.action_space.shape == (4,)  # per hand, xy fractions of the way to its current task point
     assert wrappers["sb3_vla.wrappers.VecVLAObservationWrapper"]["base"] == "small-vla:garment_fold"
     spaces = model.observation_space.spaces
-    assert {"vla_action", "vla_action_mapped", "vla_embedding", "joint_pos", "keypoints", "stage"} <= set(spaces)
+    assert {"vla_action", "vla_action_mapped", "vla_embedding", "task_points", "keypoints", "stage"} <= set(spaces)
+    assert spaces["vla_action_mapped"].shape == (19,)  # commanded pinch points, advance, offsets to the task points
     assert spaces["vla_embedding"].shape == (256,) and "rgb" not in spaces  # the camera feeds the base only
-    assert "garment_pcd" not in spaces  # the policy reads the keypoints, not the point cloud
+    assert not {"garment_pcd", "joint_pos", "joint_vel"} & set(spaces)  # keypoints, not the point cloud or joints
     # the residual recipe: layer-normed critics, a shared extractor, the executed-residual buffer with 3-step returns
     assert model.policy.critic_layer_norm and model.policy.share_features_extractor
-    assert "vla_embedding" not in model.policy.actor.features_extractor.kinds
+    kinds = model.policy.actor.features_extractor.kinds
+    assert "vla_embedding" not in kinds and "vla_action" not in kinds and "task_points" in kinds
+    assert model.target_entropy == 2.0
+    assert {"sb3_vla.callbacks.ActorWarmupCallback": {"warmup_steps": 20000}} in config["callback"]
     assert {"sb3_vla.callbacks.ProgressiveExplorationCallback": {"ramp_steps": 10000, "warmup_gain": 0.1}} in config[
         "callback"
     ]
@@ -189,8 +197,8 @@ def test_garment_fold_pinch_point_residual_from_the_command_line(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     run = tmp_path / "sac" / "GarmentFold-v0_1"
     config = yaml.safe_load((run / "GarmentFold-v0" / "config.yml").read_text())
-    per_env = [next(iter(w)) for w in config["env_wrapper"]]
-    assert per_env == ["sb3_vla.envs.garment_fold.CameraObservationWrapper"]  # the camera the base reads
+    per_env = [w if isinstance(w, str) else next(iter(w)) for w in config["env_wrapper"]]
+    assert per_env[0] == "sb3_vla.envs.garment_fold.CameraObservationWrapper"  # the camera the base reads
     wrappers = {name: kwargs for w in config["vec_env_wrapper"] for name, kwargs in w.items()}
     residual = wrappers["sb3_vla.wrappers.VecResidualActionWrapper"]
     assert residual["residual_map"] == "sb3_vla.envs.garment_fold:PinchResidualMap"

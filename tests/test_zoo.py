@@ -58,29 +58,55 @@ def test_every_entry_resolves_with_the_zoo_conventions(algo: str) -> None:
         # our batched wrappers under rl-zoo's vec_env_wrapper key; per-env wrappers that are not ours under env_wrapper
         assert [next(iter(w)) for w in hp["vec_env_wrapper"]] == [VEC_OBS_WRAPPER, VEC_RESIDUAL_WRAPPER]
         camera = {
-            "GarmentFold-v0": ["sb3_vla.envs.garment_fold.CameraObservationWrapper"],
+            "GarmentFold-v0": ["sb3_vla.envs.garment_fold.CameraObservationWrapper"]
+            + (["sb3_vla.envs.garment_fold.TaskPointsObservationWrapper"] if algo != "ppo" else []),
             "LIBERO-Goal-7-v0": ["sb3_vla.envs.libero.LiberoCamerasWrapper"],
         }.get(env_id, [])
-        assert [next(iter(w)) for w in hp.get("env_wrapper", [])] == camera
+        assert [w if isinstance(w, str) else next(iter(w)) for w in hp.get("env_wrapper", [])] == camera
         cfg = resolve(algo, env_id, hp)
         assert cfg.obs_wrapper_kwargs is not None and "base" in cfg.obs_wrapper_kwargs
         assert cfg.policy.__name__.startswith("Residual")
         if env_id == "GarmentFold-v0":
             # the shipped SmallVLA reads the camera; the agent does not see it and the replay buffer does not store it
             assert cfg.obs_wrapper_kwargs["base"] == "small-vla:garment_fold"
-            assert cfg.obs_wrapper_kwargs["drop_keys"] == ["rgb", "garment_pcd"]
-            # the camera comes from a wrapper, which rl-zoo applies to its eval env too (env_kwargs it drops there)
-            assert "rgb_obs" not in cfg.env_kwargs
-            assert cfg.other_wrappers == [("sb3_vla.envs.garment_fold.CameraObservationWrapper", {"image_size": 128})]
-            # the recipe: pinch-point offsets (0.5 cm x/y, 1.25 mm z, 0.1 on the advance), chunks of 4 env steps
+            assert {"rgb", "garment_pcd"} <= set(cfg.obs_wrapper_kwargs["drop_keys"])
+            # the camera and the task points come from wrappers, which rl-zoo applies to its eval env too (env_kwargs
+            # it drops there)
+            assert "rgb_obs" not in cfg.env_kwargs and "task_points_obs" not in cfg.env_kwargs
+            assert cfg.other_wrappers[0] == ("sb3_vla.envs.garment_fold.CameraObservationWrapper", {"image_size": 128})
             assert cfg.residual_kwargs is not None and "override_dims" not in cfg.residual_kwargs
-            assert cfg.residual_kwargs["residual_map"] == "sb3_vla.envs.garment_fold:PinchResidualMap"
-            assert cfg.residual_kwargs["residual_scale"] == [0.005, 0.005, 0.00125, 0.005, 0.005, 0.00125, 0.1]
-            assert cfg.residual_kwargs["decision_interval"] == 4
-            # normalize only the float vector keys, never the point cloud
-            assert cfg.normalize is not None
-            norm_keys = {"joint_pos", "joint_vel", "keypoints", "held", "stage", "pinch_pos", "vla_action_mapped"}
-            assert set(cfg.normalize["norm_obs_keys"]) == norm_keys
+            assert cfg.residual_kwargs["decision_interval"] == 4  # chunks of 4 env steps
+            if algo == "ppo":
+                _check_garment_ppo_entry(cfg)
+            else:
+                _check_garment_off_policy_entry(cfg, hp)
+
+
+def _check_garment_off_policy_entry(cfg: Any, hp: dict[str, Any]) -> None:
+    """The benchmarked off-policy recipe (RESULTS.md, smallvla_w20k): a quarter of the way to each hand's task point
+    in x and y, raw low-dimensional inputs, a 20k-step critic burn-in."""
+    assert cfg.obs_wrapper_kwargs["drop_keys"] == ["rgb", "garment_pcd", "joint_pos", "joint_vel"]
+    pk = eval(hp["policy_kwargs"], {"th": th, "nn": nn, "np": np})
+    assert pk["features_extractor_kwargs"]["exclude_keys"] == ["vla_embedding", "vla_action"]
+    assert cfg.other_wrappers[1:] == [("sb3_vla.envs.garment_fold.TaskPointsObservationWrapper", {})]
+    # the grasp accuracy shaping is reward only, so it may stay a training-env kwarg
+    assert cfg.env_kwargs == {"grasp_accuracy_shaping": 1.0}
+    map_kwargs = {"targets_key": "task_points", "relative": True, "held_key": "held", "dims": [0, 1, 3, 4]}
+    assert cfg.residual_kwargs["residual_map"] == {"sb3_vla.envs.garment_fold:PinchResidualMap": map_kwargs}
+    assert cfg.residual_kwargs["residual_scale"] == 0.25
+    assert cfg.normalize is None
+    warmup = [c for c in hp["callback"] if isinstance(c, dict) and "sb3_vla.callbacks.ActorWarmupCallback" in c]
+    assert warmup == [{"sb3_vla.callbacks.ActorWarmupCallback": {"warmup_steps": 20000}}]
+
+
+def _check_garment_ppo_entry(cfg: Any) -> None:
+    """PPO's entry: absolute pinch-point offsets (0.5 cm x/y, 1.25 mm z, 0.1 on the advance), normalized float keys."""
+    assert cfg.residual_kwargs["residual_map"] == "sb3_vla.envs.garment_fold:PinchResidualMap"
+    assert cfg.residual_kwargs["residual_scale"] == [0.005, 0.005, 0.00125, 0.005, 0.005, 0.00125, 0.1]
+    # normalize only the float vector keys, never the point cloud
+    assert cfg.normalize is not None
+    norm_keys = {"joint_pos", "joint_vel", "keypoints", "held", "stage", "pinch_pos", "vla_action_mapped"}
+    assert set(cfg.normalize["norm_obs_keys"]) == norm_keys
 
 
 def _run_dir(log: Path, algo: str, env_id: str) -> Path:
@@ -250,11 +276,22 @@ def test_sb3_vla_train_reads_the_same_entry_for_garment_fold(tmp_path: Path) -> 
     )
     run_dir = _run_dir(tmp_path, "sac", "GarmentFold-v0")
     cfg = yaml.safe_load((run_dir / "GarmentFold-v0" / "config.yml").read_text())
-    assert [next(iter(w)) for w in cfg["env_wrapper"]] == ["sb3_vla.envs.garment_fold.CameraObservationWrapper"]
+    assert [w if isinstance(w, str) else next(iter(w)) for w in cfg["env_wrapper"]] == [
+        "sb3_vla.envs.garment_fold.CameraObservationWrapper",
+        "sb3_vla.envs.garment_fold.TaskPointsObservationWrapper",
+    ]
     wrappers = {name: kwargs for w in cfg["vec_env_wrapper"] for name, kwargs in w.items()}
     assert list(wrappers) == [VEC_OBS_WRAPPER, VEC_RESIDUAL_WRAPPER]
     assert wrappers[VEC_RESIDUAL_WRAPPER] == {
-        "residual_map": "sb3_vla.envs.garment_fold:PinchResidualMap",
-        "residual_scale": [0.005, 0.005, 0.00125, 0.005, 0.005, 0.00125, 0.1],
+        "residual_map": {
+            "sb3_vla.envs.garment_fold:PinchResidualMap": {
+                "targets_key": "task_points",
+                "relative": True,
+                "held_key": "held",
+                "dims": [0, 1, 3, 4],
+            }
+        },
+        "residual_scale": 0.25,
         "decision_interval": 4,
     }
+    assert cfg["env_kwargs"] == {"grasp_accuracy_shaping": 1.0}
